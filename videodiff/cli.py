@@ -1,0 +1,86 @@
+"""The ``videodiff`` command: Lightning's fit/validate/test/predict, plus the commands around them.
+
+Configs use OmegaConf interpolation resolved *after* all config files and command-line overrides are merged
+(``parser_mode="omegaconf+"``), so an override reaches every key that interpolates it. Interpolations are
+written relative (``${.root}``, ``${...model.init_args.patch_size}``) because in this mode the resolved tree
+is rooted at the subcommand (``fit``, ``validate``...), and a relative path works under every subcommand.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
+
+# The default logger: wandb in offline mode, so runs are tracked on a machine with no network and can be
+# synced later with `wandb sync`. configs/presets/ swap it for TensorBoard or CSV.
+DEFAULT_LOGGER = {
+    "class_path": "lightning.pytorch.loggers.WandbLogger",
+    "init_args": {"project": "videodiff", "offline": True, "save_dir": "runs"},
+}
+
+
+class VideoDiffCLI(LightningCLI):
+    """LightningCLI in subclass mode: ``model`` and ``data`` are any LightningModule / LightningDataModule."""
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs):
+        kwargs.setdefault("trainer_defaults", {"logger": DEFAULT_LOGGER, "default_root_dir": "runs"})
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(
+            model_class=LightningModule,
+            datamodule_class=LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            parser_kwargs={"parser_mode": "omegaconf+"},
+            args=list(args) if args is not None else None,
+            run=run,
+            **kwargs,
+        )
+
+
+def _data_command(argv: list[str]) -> int:
+    from videodiff.commands.data import main
+
+    return main(argv)
+
+
+# Commands beside Lightning's; later ones (encode, sample, evaluate) register here.
+COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
+    "data": (_data_command, "make and check datasets: `videodiff data synth|scan --help`"),
+}
+
+USAGE = """usage: videodiff COMMAND [options]
+
+Sora-style latent video diffusion at native resolution.
+
+Training (LightningCLI; `videodiff fit --help` lists every option):
+  fit        train a model:            videodiff fit --config configs/....yaml
+  validate   run the validation loop
+  test       run the test loop
+  predict    run the predict loop
+
+Around training:
+{commands}
+
+Configs compose: repeat --config (later files win) and override any key, e.g. --trainer.max_steps=10.
+"""
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]][0](argv[1:])
+    if not argv or argv[0] in ("-h", "--help"):
+        lines = "\n".join(f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items())
+        print(USAGE.format(commands=lines))
+        return 0 if argv else 2
+    VideoDiffCLI(args=argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

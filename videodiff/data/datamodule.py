@@ -1,0 +1,202 @@
+"""VideoDataModule: the one LightningDataModule the autoencoder and the DiT both train from."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader
+
+from videodiff.data import decoding, synthetic
+from videodiff.data.batching import ShapeBuckets
+from videodiff.data.datasets import ClipPlanner, ClipSampling, VideoBatch, VideoDataset
+from videodiff.data.manifest import ManifestEntry, read_manifest
+from videodiff.data.sizing import LatentGrid
+
+log = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("VIDEODIFF_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "videodiff"))
+
+
+@dataclass(frozen=True)
+class SyntheticData:
+    """The built-in dataset, generated on first use into ``cache_dir`` (deterministic by ``seed``).
+
+    Args:
+        num: number of clips.
+        seed: generation seed.
+        image_fraction: share of still images (PNG) among the clips.
+        cache_dir: where generated sets live; defaults to $VIDEODIFF_CACHE or ~/.cache/videodiff.
+    """
+
+    num: int = 200
+    seed: int = 0
+    image_fraction: float = 0.1
+    cache_dir: str | None = None
+
+    @property
+    def folder(self) -> Path:
+        root = Path(self.cache_dir or default_cache_dir()).expanduser()
+        return root / f"synthetic-n{self.num}-s{self.seed}-i{self.image_fraction:g}"
+
+    def ensure(self) -> Path:
+        """Generate the set unless a complete copy exists; returns its manifest path."""
+        manifest = self.folder / "manifest.jsonl"
+        if manifest.is_file():
+            return manifest
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        # Generate beside the target and rename, so a crash or a concurrent run never leaves half a set.
+        staging = Path(tempfile.mkdtemp(prefix=self.folder.name + ".", dir=self.folder.parent))
+        try:
+            synthetic.generate(staging, num=self.num, seed=self.seed, image_fraction=self.image_fraction)
+            try:
+                staging.rename(self.folder)
+            except OSError:  # another process finished first
+                if not manifest.is_file():
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return manifest
+
+
+class VideoDataModule(LightningDataModule):
+    """Videos and images from a manifest (or the built-in synthetic set), decoded at native size.
+
+    Every sample is sized by ``sampling`` under the token budget of ``grid``; ``batching`` decides how
+    samples become batches (same-shape buckets for the autoencoder). Unreadable files are found when the
+    manifest is scanned at setup, or while loading; either way they are skipped, counted in ``skipped``
+    and warned about once each.
+
+    Args:
+        manifest: a ``.jsonl``/``.csv`` manifest; exclusive with ``synthetic``.
+        synthetic: use the built-in dataset (generated on first use).
+        val_manifest: a separate validation manifest; otherwise ``val_fraction`` of ``manifest`` is held out.
+        val_fraction: share of samples held out for validation (split by ``seed``).
+        grid: pixel-to-token mapping (the autoencoder's strides and the DiT's patch size; linked by the CLI).
+        sampling: clip length, frame rate and size rules.
+        batching: batching strategy.
+        num_workers: DataLoader worker processes.
+        decode_threads: decoder threads per worker.
+        seed: seed of the split, the shuffling and the random clip sizes.
+    """
+
+    def __init__(
+        self,
+        manifest: str | None = None,
+        synthetic: SyntheticData | None = None,
+        val_manifest: str | None = None,
+        val_fraction: float = 0.1,
+        grid: LatentGrid = LatentGrid(),
+        sampling: ClipSampling = ClipSampling(),
+        batching: ShapeBuckets | None = None,
+        num_workers: int = 0,
+        decode_threads: int = 1,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if (manifest is None) == (synthetic is None):
+            raise ValueError("VideoDataModule: give exactly one of 'manifest' and 'synthetic'")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"VideoDataModule: val_fraction must be in [0, 1), got {val_fraction}")
+        self.manifest, self.synthetic, self.val_manifest = manifest, synthetic, val_manifest
+        self.val_fraction, self.grid, self.sampling = val_fraction, grid, sampling
+        self.batching = batching or ShapeBuckets()
+        self.num_workers, self.decode_threads, self.seed = num_workers, decode_threads, seed
+        self.skipped: dict[str, str] = {}
+        self.train_entries: list[ManifestEntry] = []
+        self.val_entries: list[ManifestEntry] = []
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            self.synthetic.ensure()
+
+    def manifest_path(self) -> Path:
+        return self.synthetic.ensure() if self.synthetic is not None else Path(self.manifest)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_entries or self.val_entries:
+            return
+        entries = self._readable(read_manifest(self.manifest_path()))
+        if self.val_manifest is not None:
+            self.train_entries, self.val_entries = entries, self._readable(read_manifest(self.val_manifest))
+        else:
+            order = np.random.default_rng(self.seed).permutation(len(entries))
+            n_val = int(round(self.val_fraction * len(entries)))
+            if self.val_fraction > 0 and len(entries) > 1:
+                n_val = min(max(n_val, 1), len(entries) - 1)
+            val = set(order[:n_val].tolist())
+            self.train_entries = [e for i, e in enumerate(entries) if i not in val]
+            self.val_entries = [e for i, e in enumerate(entries) if i in val]
+        if not self.train_entries:
+            raise ValueError(f"{self.manifest_path()}: no readable training samples")
+
+    def _readable(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:
+        """Probe entries whose metadata is missing; drop and record the unreadable ones."""
+        kept = []
+        for entry in entries:
+            if entry.has_metadata:
+                kept.append(entry)
+                continue
+            try:
+                info = decoding.probe(entry.path)
+            except decoding.VideoReadError as e:
+                self.record_skipped(e.path, e.reason)
+                continue
+            kept.append(replace(entry, frames=info.frames, fps=info.fps, height=info.height, width=info.width))
+        return kept
+
+    def record_skipped(self, path: str, reason: str) -> None:
+        if path not in self.skipped:
+            rank_zero_warn(f"skipping unreadable sample {path}: {reason}")
+        self.skipped[path] = reason
+
+    def planner(self) -> ClipPlanner:
+        return ClipPlanner(self.grid, self.sampling)
+
+    def _loader(self, entries: list[ManifestEntry], train: bool) -> DataLoader:
+        trainer = self.trainer
+        sampler = self.batching.sampler(
+            entries,
+            self.planner(),
+            train=train,
+            seed=self.seed,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+        return DataLoader(
+            VideoDataset(entries, self.planner(), num_threads=self.decode_threads),
+            batch_sampler=sampler,
+            collate_fn=self.batching.collate_fn,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_entries, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_entries, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.val_entries, train=False)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Runs in the main process, so skips found inside worker processes are counted here.
+        if isinstance(batch, VideoBatch):
+            for path, reason in batch.skipped:
+                self.record_skipped(path, reason)
+        return batch
