@@ -1,14 +1,18 @@
-"""``videodiff data synth|scan``: write the built-in dataset; probe a manifest and write a clean copy."""
+"""``videodiff data synth|scan|inspect``: write the built-in dataset; probe a manifest and write a clean
+copy; load a config's data module and summarise it."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Optional, Union
 
 from rich.console import Console
 from rich.progress import track
+from rich.table import Table
 
 from videodiff.data import decoding, synthetic
 from videodiff.data.manifest import ManifestEntry, ManifestError, read_manifest, write_manifest
@@ -64,6 +68,63 @@ def _scan(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def data_config_parser():
+    """A jsonargparse parser for the ``data`` section of any experiment config (other sections are ignored)."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+    from lightning.pytorch import LightningDataModule
+
+    parser = ArgumentParser(prog="videodiff data inspect", parser_mode="omegaconf+")
+    parser.add_argument("--config", action=ActionConfigFile, help="experiment or data config (repeatable)")
+    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
+    for section in ("model", "trainer", "optimizer", "lr_scheduler"):
+        parser.add_argument(f"--{section}", type=Optional[dict], default=None, help=argparse.SUPPRESS)
+    for key in ("seed_everything", "ckpt_path"):
+        parser.add_argument(f"--{key}", type=Optional[Union[int, bool, str]], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--batches", type=int, default=-1, help="batches to load and time (-1: one epoch)")
+    return parser
+
+
+def inspect(argv: list[str], console: Console) -> int:
+    """Instantiate a config's data module, summarise its buckets and time loading."""
+    parser = data_config_parser()
+    config = parser.parse_args(argv)
+    datamodule = parser.instantiate_classes(config).data
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    table = Table(title="training batches by shape (frames x height x width)")
+    for column in ("shape", "samples", "batches", "tokens/sample"):
+        table.add_column(column, justify="right")
+    loader = datamodule.train_dataloader()
+    sizes: dict[tuple[int, int, int], list[int]] = {}
+    for batch in loader.batch_sampler.batches():
+        sizes.setdefault(batch[0].plan.shape, []).append(len(batch))
+    for shape, counts in sorted(sizes.items()):
+        tokens = datamodule.grid.tokens(*shape)
+        table.add_row("x".join(map(str, shape)), str(sum(counts)), str(len(counts)), str(tokens))
+    console.print(table)
+    console.print(
+        f"train {len(datamodule.train_entries)} samples, val {len(datamodule.val_entries)}, "
+        f"skipped {datamodule.num_skipped}, {len(loader)} batches per epoch",
+        highlight=False,
+    )
+    start, samples, frames = time.perf_counter(), 0, 0
+    for i, batch in enumerate(loader):
+        if i == config.batches:
+            break
+        datamodule.on_before_batch_transfer(batch, 0)
+        samples += len(batch)
+        frames += len(batch) * batch.video.shape[2]
+    seconds = time.perf_counter() - start
+    console.print(
+        f"loaded {samples} samples ({frames} frames) in {seconds:.2f} s: "
+        f"{samples / seconds:.1f} samples/s, {frames / seconds:.1f} frames/s",
+        highlight=False,
+    )
+    for path, reason in datamodule.skipped.items():
+        console.print(f"  skipped: {path}: {reason}", highlight=False, soft_wrap=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="videodiff data", description="Make and check datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,9 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     scan_.add_argument("--out", help="clean manifest to write (default: MANIFEST with suffix .clean.jsonl)")
     scan_.add_argument("--full", action="store_true", help="decode every frame, not just the first and last")
     scan_.set_defaults(run=_scan)
+    sub.add_parser(
+        "inspect",
+        add_help=False,
+        help="load a config's data module: buckets, sample counts, loading speed (--help for options)",
+    )
     return parser
 
 
 def main(argv: list[str]) -> int:
+    console = Console(file=sys.stdout)
+    if argv and argv[0] == "inspect":  # parsed by jsonargparse: it takes whole experiment configs
+        return inspect(argv[1:], console)
     args = build_parser().parse_args(argv)
-    return args.run(args, Console(file=sys.stdout))
+    return args.run(args, console)

@@ -149,8 +149,9 @@ def frame_step(source_fps: float | None, target_fps: float | None = None, stride
 
 
 def available_frames(num_source_frames: int, step: float) -> int:
-    """How many frames a clip sampled every ``step`` source frames can have."""
-    return int(math.floor((num_source_frames - 1) / step + 1e-9)) + 1
+    """How many frames a clip sampled every ``step`` source frames can have (see ``clip_indices``)."""
+    # Frame k is source frame floor(k * step), which exists while k * step < num_source_frames.
+    return max(1, math.ceil(num_source_frames / step - 1e-9))
 
 
 def clip_indices(num_source_frames: int, num_frames: int, step: float, start: float = 0.0) -> list[int]:

@@ -112,8 +112,9 @@ def plan_size(
     The largest size that fits the budget without upsampling is chosen: the clip as long as the source
     allows (up to ``max_frames``), then the largest spatial scale <= 1 whose token grid fits. Every side
     becomes a multiple of the grid's stride and stays within one stride of the scaled source, so the
-    aspect ratio is kept. Only when even one token row cannot keep it (extreme aspect ratios under a
-    small budget) is the long side centre-cropped to the aspect the grid can hold.
+    aspect ratio is kept. A side shorter than one token at that scale becomes one token, and the other
+    side follows it (upsampling only a source narrower than one stride); where that exceeds the budget
+    (extreme aspect ratios) the long side is centre-cropped to the aspect the grid can hold.
 
     With ``rng``, NaViT-style random sizes for training: the clip length is drawn uniformly from
     ``duration_range`` (fractions of the longest clip) and the spatial scale from ``scale_range``
@@ -150,15 +151,21 @@ def plan_size(
     scale = min(1.0, math.sqrt(spatial_budget * sh * sw / (height * width)))
     if rng is not None and scale_range is not None:
         scale *= float(rng.uniform(*scale_range))
-    rows = max(1, math.floor(scale * height / sh + 1e-9))
-    cols = max(1, math.floor(scale * width / sw + 1e-9))
+    rows = math.floor(scale * height / sh + 1e-9)
+    cols = math.floor(scale * width / sw + 1e-9)
     crop_height, crop_width = height, width
-    if rows * cols > spatial_budget:
-        # One side hit its one-token floor; the other must shrink, so crop it to keep the content unstretched.
-        if rows == 1:
-            cols = spatial_budget
-            crop_width = min(width, max(1, round(height * cols * sw / sh)))
-        else:
+    if rows == 0 and cols == 0:  # a source smaller than one token: one token it is
+        rows = cols = 1
+    elif cols == 0:  # too narrow for one token column at this scale: rescale so the width is one token
+        cols = 1
+        rows = max(1, math.floor(sw / width * height / sh + 1e-9))
+        if rows > spatial_budget:  # still too tall: keep the aspect by cropping the height
             rows = spatial_budget
             crop_height = min(height, max(1, round(width * rows * sh / sw)))
+    elif rows == 0:
+        rows = 1
+        cols = max(1, math.floor(sh / height * width / sw + 1e-9))
+        if cols > spatial_budget:
+            cols = spatial_budget
+            crop_width = min(width, max(1, round(height * cols * sw / sh)))
     return SizePlan(clip, rows * sh, cols * sw, crop_height, crop_width)

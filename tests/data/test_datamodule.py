@@ -1,0 +1,126 @@
+import pytest
+
+from videodiff.data import ClipSampling, LatentGrid, ShapeBuckets, SyntheticData, VideoDataModule
+from videodiff.data.batching import ShapeBucketSampler
+from videodiff.data.datasets import ClipPlanner
+from videodiff.data.manifest import ManifestEntry, read_manifest, write_manifest
+
+GRID = LatentGrid(temporal_compression=2, spatial_compression=4, patch_size=(1, 2, 2))
+
+
+def _epoch(datamodule, loader):
+    seen, shapes = [], []
+    for batch in loader:
+        datamodule.on_before_batch_transfer(batch, 0)
+        assert batch.video.shape[0] == len(batch.captions) <= 3
+        shapes.append(tuple(batch.video.shape[2:]))
+        seen.extend(batch.indices.tolist())
+    return seen, shapes
+
+
+@pytest.mark.parametrize("random_size", [False, True])
+def test_same_shape_batches_cover_every_sample_once(synthetic_set, random_size):
+    sampling = ClipSampling(target_fps=8, max_frames=17, token_budget=300, random_size=random_size)
+    dm = VideoDataModule(manifest=str(synthetic_set), grid=GRID, sampling=sampling,
+                         batching=ShapeBuckets(batch_size=3), val_fraction=0.25)
+    dm.setup("fit")
+    assert len(dm.train_entries) == 18 and len(dm.val_entries) == 6
+    for epoch in range(2):
+        loader = dm.train_dataloader()
+        loader.batch_sampler.set_epoch(epoch)
+        seen, shapes = _epoch(dm, loader)
+        assert sorted(seen) == list(range(len(dm.train_entries)))
+        assert len(shapes) == len(loader)
+        for t, h, w in shapes:
+            assert GRID.is_valid_frames(t) and GRID.tokens(t, h, w) <= 300
+    val_seen, _ = _epoch(dm, dm.val_dataloader())
+    assert sorted(val_seen) == list(range(6))
+    assert dm.num_skipped == 0
+
+
+def test_random_sizes_change_with_the_epoch_and_repeat_with_the_seed(synthetic_set):
+    entries = read_manifest(synthetic_set)
+    planner = ClipPlanner(GRID, ClipSampling(token_budget=300, random_size=True))
+    make = lambda: ShapeBucketSampler(entries, planner, 4, shuffle=True, seed=1, randomise=True)
+    a, b = make(), make()
+    plans = lambda s: [(r.index, r.plan, r.start) for batch in s for r in batch]
+    assert plans(a) == plans(b)
+    b.set_epoch(1)
+    assert plans(a) != plans(b)
+
+
+def test_ranks_split_batches_without_overlap(synthetic_set):
+    entries = read_manifest(synthetic_set)
+    planner = ClipPlanner(GRID, ClipSampling(token_budget=300))
+    ranks = [ShapeBucketSampler(entries, planner, 2, shuffle=True, num_replicas=3, rank=r) for r in range(3)]
+    assert len({len(list(r)) for r in ranks}) == 1 and len(ranks[0]) == len(list(ranks[0]))
+    everything = ShapeBucketSampler(entries, planner, 2, shuffle=True).batches()
+    got = [[req.index for req in batch] for r in ranks for batch in r]
+    assert set(sum(got, [])) == set(range(len(entries)))
+    assert 0 <= len(got) - len(everything) < 3  # repeats only to equalise the ranks
+    distinct = {tuple(b) for b in got}
+    assert len(distinct) == len(everything)
+
+
+def test_corrupt_files_are_skipped_counted_and_reported(tmp_path, clip_manifest, recwarn):
+    manifest, _ = clip_manifest
+    entries = read_manifest(manifest)
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 2048)
+    # With metadata the file is only found while loading; without, when setup probes it.
+    entries.append(ManifestEntry(str(tmp_path / "broken.mp4"), "x", frames=9, fps=12.0, height=16, width=24))
+    entries.append(ManifestEntry(str(tmp_path / "missing.mp4"), "y"))
+    write_manifest(entries, tmp_path / "with_bad.jsonl")
+    dm = VideoDataModule(manifest=str(tmp_path / "with_bad.jsonl"), val_fraction=0.0,
+                         sampling=ClipSampling(token_budget=10**6), batching=ShapeBuckets(2), num_workers=1)
+    dm.setup("fit")
+    assert dm.skipped == {str(tmp_path / "missing.mp4"): "file not found"}
+    seen, _ = _epoch(dm, dm.train_dataloader())
+    assert len(seen) == len(entries) - 2  # the broken file is skipped, the epoch completes
+    assert dm.num_skipped == 2 and "cannot open" in dm.skipped[str(tmp_path / "broken.mp4")]
+    messages = [str(w.message) for w in recwarn]
+    assert sum("broken.mp4" in m for m in messages) == 1  # warned once per file
+    _epoch(dm, dm.train_dataloader())
+    assert sum("broken.mp4" in str(w.message) for w in recwarn) == 1 and dm.num_skipped == 2
+
+
+def test_split_is_deterministic_and_disjoint(synthetic_set):
+    split = lambda seed: VideoDataModule(manifest=str(synthetic_set), val_fraction=0.2, seed=seed)
+    a, b, c = split(0), split(0), split(1)
+    for dm in (a, b, c):
+        dm.setup("fit")
+    paths = lambda entries: {e.path for e in entries}
+    assert paths(a.val_entries) == paths(b.val_entries) != paths(c.val_entries)
+    assert not paths(a.train_entries) & paths(a.val_entries)
+    assert len(a.train_entries) + len(a.val_entries) == 24
+
+
+def test_separate_val_manifest(clip_manifest, synthetic_set):
+    manifest, _ = clip_manifest
+    dm = VideoDataModule(manifest=str(synthetic_set), val_manifest=str(manifest))
+    dm.setup("fit")
+    assert len(dm.train_entries) == 24 and len(dm.val_entries) == 7
+
+
+def test_configuration_errors(tmp_path, synthetic_set):
+    with pytest.raises(ValueError, match="exactly one of 'manifest' and 'synthetic'"):
+        VideoDataModule()
+    with pytest.raises(ValueError, match="exactly one of"):
+        VideoDataModule(manifest=str(synthetic_set), synthetic=SyntheticData(num=2))
+    with pytest.raises(ValueError, match="val_fraction"):
+        VideoDataModule(manifest=str(synthetic_set), val_fraction=1.0)
+    (tmp_path / "empty.jsonl").write_text("")
+    dm = VideoDataModule(manifest=str(tmp_path / "empty.jsonl"))
+    with pytest.raises(ValueError, match="empty.jsonl: no readable training samples"):
+        dm.setup("fit")
+
+
+def test_synthetic_data_is_generated_once(tmp_path):
+    spec = SyntheticData(num=3, seed=2, cache_dir=str(tmp_path))
+    manifest = spec.ensure()
+    stamp = manifest.stat().st_mtime_ns
+    assert spec.ensure() == manifest and manifest.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [spec.folder.name]  # no staging folder left behind
+    dm = VideoDataModule(synthetic=spec, val_fraction=0.0)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert len(dm.train_entries) == 3
