@@ -18,6 +18,8 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("VIDEODIFF_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
+    # LightningCLI warns when given args while sys.argv holds pytest's own.
+    monkeypatch.setattr("sys.argv", ["videodiff"])
 
 
 def random_frames(rng: np.random.Generator, frames: int, height: int, width: int) -> np.ndarray:

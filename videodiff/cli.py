@@ -8,8 +8,13 @@ is rooted at the subcommand (``fit``, ``validate``...), and a relative path work
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
+
+# Lightning 2.6 calls jsonargparse APIs that jsonargparse 4.49+ deprecates: warnings a user can do nothing
+# about. Set before jsonargparse is imported; an explicit setting in the environment wins.
+os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
@@ -78,7 +83,8 @@ def main(args: Sequence[str] | None = None) -> int:
         lines = "\n".join(f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items())
         print(USAGE.format(commands=lines))
         return 0 if argv else 2
-    VideoDiffCLI(args=argv)
+    # Lightning warns when given args while sys.argv also has some: pass None when they are sys.argv's.
+    VideoDiffCLI(args=None if args is None else argv)
     return 0
 
 

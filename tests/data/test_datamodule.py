@@ -21,8 +21,13 @@ def _epoch(datamodule, loader):
 @pytest.mark.parametrize("random_size", [False, True])
 def test_same_shape_batches_cover_every_sample_once(synthetic_set, random_size):
     sampling = ClipSampling(target_fps=8, max_frames=17, token_budget=300, random_size=random_size)
-    dm = VideoDataModule(manifest=str(synthetic_set), grid=GRID, sampling=sampling,
-                         batching=ShapeBuckets(batch_size=3), val_fraction=0.25)
+    dm = VideoDataModule(
+        manifest=str(synthetic_set),
+        grid=GRID,
+        sampling=sampling,
+        batching=ShapeBuckets(batch_size=3),
+        val_fraction=0.25,
+    )
     dm.setup("fit")
     assert len(dm.train_entries) == 18 and len(dm.val_entries) == 6
     for epoch in range(2):
@@ -70,8 +75,13 @@ def test_corrupt_files_are_skipped_counted_and_reported(tmp_path, clip_manifest,
     entries.append(ManifestEntry(str(tmp_path / "broken.mp4"), "x", frames=9, fps=12.0, height=16, width=24))
     entries.append(ManifestEntry(str(tmp_path / "missing.mp4"), "y"))
     write_manifest(entries, tmp_path / "with_bad.jsonl")
-    dm = VideoDataModule(manifest=str(tmp_path / "with_bad.jsonl"), val_fraction=0.0,
-                         sampling=ClipSampling(token_budget=10**6), batching=ShapeBuckets(2), num_workers=1)
+    dm = VideoDataModule(
+        manifest=str(tmp_path / "with_bad.jsonl"),
+        val_fraction=0.0,
+        sampling=ClipSampling(token_budget=10**6),
+        batching=ShapeBuckets(2),
+        num_workers=1,
+    )
     dm.setup("fit")
     assert dm.skipped == {str(tmp_path / "missing.mp4"): "file not found"}
     seen, _ = _epoch(dm, dm.train_dataloader())

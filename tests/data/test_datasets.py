@@ -98,8 +98,11 @@ def test_wrong_size_in_manifest_is_reported(clip_manifest):
 
 def test_collate_stacks_and_reports_skips():
     plan = SizePlan(2, 4, 4, 4, 4)
-    samples = [VideoSample(torch.zeros(3, 2, 4, 4), "a", 0, 8.0), SkippedSample(1, "/x.mp4", "broken"),
-               VideoSample(torch.ones(3, 2, 4, 4), "b", 2, 12.0)]
+    samples = [
+        VideoSample(torch.zeros(3, 2, 4, 4), "a", 0, 8.0),
+        SkippedSample(1, "/x.mp4", "broken"),
+        VideoSample(torch.ones(3, 2, 4, 4), "b", 2, 12.0),
+    ]
     batch = collate_same_shape(samples)
     assert batch.video.shape == (2, 3, 2, 4, 4) and batch.captions == ["a", "b"]
     assert batch.indices.tolist() == [0, 2] and batch.fps.tolist() == [8.0, 12.0]

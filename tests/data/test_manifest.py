@@ -17,7 +17,7 @@ def test_jsonl_round_trip_keeps_fields_and_relative_paths(tmp_path):
 
 
 def test_csv_round_trip(tmp_path):
-    entries = [ManifestEntry(str(tmp_path / "x.mp4"), "a, quoted \"caption\"", frames=3, fps=8.0, height=4, width=6)]
+    entries = [ManifestEntry(str(tmp_path / "x.mp4"), 'a, quoted "caption"', frames=3, fps=8.0, height=4, width=6)]
     path = write_manifest(entries, tmp_path / "m.csv")
     assert read_manifest(path) == entries
 

@@ -50,6 +50,7 @@ def test_invariants_over_random_sizes(grid):
         if height >= sh and width >= sw:
             assert plan.height <= height and plan.width <= width
 
+
 def test_native_size_is_kept_when_it_fits():
     grid = LatentGrid(spatial_compression=4, patch_size=(1, 2, 2))
     plan = plan_size(9, 64, 40, grid, token_budget=10_000)
@@ -81,8 +82,9 @@ def test_extreme_aspect_is_cropped_not_stretched():
 def test_random_sizes_vary_and_respect_the_budget():
     grid = LatentGrid(temporal_compression=2, spatial_compression=4, patch_size=(1, 2, 2))
     rng = np.random.default_rng(0)
-    plans = {plan_size(33, 128, 96, grid, 900, rng=rng, scale_range=(0.3, 1.0), duration_range=(0.2, 1.0))
-             for _ in range(50)}
+    plans = {
+        plan_size(33, 128, 96, grid, 900, rng=rng, scale_range=(0.3, 1.0), duration_range=(0.2, 1.0)) for _ in range(50)
+    }
     assert len({p.frames for p in plans}) > 3 and len({p.height for p in plans}) > 3
     assert all(grid.tokens(*p.shape) <= 900 and grid.is_valid_frames(p.frames) for p in plans)
 

@@ -8,7 +8,6 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Union
 
 from rich.console import Console
 from rich.progress import track
@@ -52,7 +51,7 @@ def _scan(args: argparse.Namespace, console: Console) -> int:
     try:
         entries = read_manifest(args.manifest)
     except ManifestError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
+        print(f"error: {e}", file=sys.stderr)
         return 1
     report = scan(entries, full=args.full, progress=console.is_terminal)
     out = Path(args.out) if args.out else Path(args.manifest).with_suffix(".clean.jsonl")
@@ -77,9 +76,9 @@ def data_config_parser():
     parser.add_argument("--config", action=ActionConfigFile, help="experiment or data config (repeatable)")
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
     for section in ("model", "trainer", "optimizer", "lr_scheduler"):
-        parser.add_argument(f"--{section}", type=Optional[dict], default=None, help=argparse.SUPPRESS)
+        parser.add_argument(f"--{section}", type=dict | None, default=None, help=argparse.SUPPRESS)
     for key in ("seed_everything", "ckpt_path"):
-        parser.add_argument(f"--{key}", type=Optional[Union[int, bool, str]], default=None, help=argparse.SUPPRESS)
+        parser.add_argument(f"--{key}", type=int | bool | str | None, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--batches", type=int, default=-1, help="batches to load and time (-1: one epoch)")
     return parser
 
@@ -152,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    console = Console(file=sys.stdout)
+    console = Console(file=sys.stdout, soft_wrap=True)  # paths and reasons stay on one greppable line
     if argv and argv[0] == "inspect":  # parsed by jsonargparse: it takes whole experiment configs
         return inspect(argv[1:], console)
     args = build_parser().parse_args(argv)

@@ -151,7 +151,9 @@ class VideoDataset(Dataset):
 
     def _load(self, entry: ManifestEntry, request: SampleRequest) -> VideoSample:
         plan = request.plan
-        indices = None if entry.is_image else decoding.clip_indices(entry.frames, plan.frames, request.step, request.start)
+        indices = None
+        if not entry.is_image:
+            indices = decoding.clip_indices(entry.frames, plan.frames, request.step, request.start)
         frames = decoding.read_frames(entry.path, indices, num_threads=self.num_threads)  # (T, H, W, C)
         height, width = frames.shape[1:3]
         if (height, width) != (entry.height, entry.width):

@@ -116,7 +116,9 @@ def _shape_mask(shape: str, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _trajectory(obj: SceneObject, box: tuple[float, float, float, float], frames: int, rng: np.random.Generator):
+def _trajectory(
+    obj: SceneObject, box: tuple[float, float, float, float], frames: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame centre (y, x) and radius of an object inside its box (top, left, height, width)."""
     top, left, bh, bw = box
     r = float(rng.uniform(0.22, 0.3)) * min(bh, bw)
@@ -152,7 +154,7 @@ def render_scene(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
     video = np.empty((scene.frames, h, w, 3), np.uint8)
     video[:] = BACKGROUNDS[scene.background]
-    for obj, box in zip(scene.objects, boxes):
+    for obj, box in zip(scene.objects, boxes, strict=True):
         cy, cx, radius = _trajectory(obj, box, scene.frames, rng)
         for i in range(scene.frames):
             video[i][_shape_mask(obj.shape, yy, xx, cy[i], cx[i], radius[i])] = COLORS[obj.color]
