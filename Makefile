@@ -39,10 +39,19 @@ test-all: install ## run every tier, slow included (gpu tests skip without CUDA)
 lint: install ## ruff
 	$(BIN)/ruff check videodiff tests bench
 
-demo: install ## the main job on the built-in synthetic dataset (data stage until the model issues land)
+demo: install $(DEMO_DIR)/data/manifest.clean.jsonl ## the main job on the built-in dataset (data stages until the models land)
+	$(BIN)/videodiff data inspect --config configs/data/synthetic.yaml \
+		--data.init_args.synthetic=null --data.init_args.manifest=$(DEMO_DIR)/data/manifest.clean.jsonl
+
+# Demo stages are file targets: a re-run skips what exists (FORCE=1 redoes them).
+ifeq ($(FORCE),1)
+.PHONY: $(DEMO_DIR)/data/manifest.jsonl $(DEMO_DIR)/data/manifest.clean.jsonl
+endif
+$(DEMO_DIR)/data/manifest.jsonl: | install
 	$(BIN)/videodiff data synth --out $(DEMO_DIR)/data --num 200 --seed 0
-	$(BIN)/videodiff data scan $(DEMO_DIR)/data/manifest.jsonl --out $(DEMO_DIR)/data/manifest.clean.jsonl
-	$(BIN)/python -m videodiff.data.preview --manifest $(DEMO_DIR)/data/manifest.clean.jsonl --out $(DEMO_DIR)/preview
+
+$(DEMO_DIR)/data/manifest.clean.jsonl: $(DEMO_DIR)/data/manifest.jsonl
+	$(BIN)/videodiff data scan $< --out $@
 
 bench: install ## run the benchmarks; writes bench/results.json and bench/results.md
 	$(BIN)/python bench/run.py --out bench

@@ -1,0 +1,129 @@
+"""videodiff benchmarks: ``make bench`` runs every figure and writes bench/results.json and results.md.
+
+Each figure is the median of several repeats with min and max, beside the machine and the config that
+produced it. Figures from other benchmarks merge into the same files (keyed by name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from videodiff.data import ClipSampling, LatentGrid, SyntheticData, VideoDataset, read_manifest
+from videodiff.data.datasets import ClipPlanner, VideoSample
+from videodiff.data.decoding import read_frames, read_frames_pyav
+
+
+def machine() -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+    }
+
+
+def repeat(fn: Callable[[], float], repeats: int) -> dict:
+    """Run ``fn`` (returning a rate) ``repeats`` times after one warm-up; median, min, max."""
+    fn()
+    rates = [fn() for _ in range(repeats)]
+    return {"median": statistics.median(rates), "min": min(rates), "max": max(rates), "repeats": repeats}
+
+
+def decode_benchmark(num_clips: int, repeats: int) -> dict:
+    """Frames per second decoding every frame of the synthetic set's videos, three ways."""
+    manifest = SyntheticData(num=num_clips, seed=0).ensure()
+    entries = [e for e in read_manifest(manifest) if not e.is_image]
+    total_frames = sum(e.frames for e in entries)
+    # The dataset at native size and full length: decord decode + uint8 -> float [-1, 1] (C, T, H, W).
+    planner = ClipPlanner(LatentGrid(), ClipSampling(max_frames=None, token_budget=10**9))
+    dataset = VideoDataset(entries, planner)
+
+    def timed(read: Callable[[int], int]) -> Callable[[], float]:
+        def run() -> float:
+            start, frames = time.perf_counter(), 0
+            for i in range(len(entries)):
+                frames += read(i)
+            return frames / (time.perf_counter() - start)
+
+        return run
+
+    def dataset_read(i: int) -> int:
+        sample = dataset[i]
+        assert isinstance(sample, VideoSample), sample
+        return sample.video.shape[1]
+
+    figures = {
+        "decode_frames_per_s/videodiff_dataset": timed(dataset_read),
+        "decode_frames_per_s/decord_uint8": timed(lambda i: read_frames(entries[i].path).shape[0]),
+        "decode_frames_per_s/pyav_plain": timed(lambda i: read_frames_pyav(entries[i].path).shape[0]),
+    }
+    config = {
+        "clips": len(entries),
+        "frames": total_frames,
+        "sizes": "32-128 px per side, 8-48 frames (built-in synthetic set, seed 0)",
+        "process": "single process, decoder threads 1 (decord) / auto (PyAV)",
+    }
+    results = {}
+    for name, fn in figures.items():
+        results[name] = {**repeat(fn, repeats), "unit": "frames/s", "config": config}
+        print(f"{name}: {results[name]['median']:.0f} frames/s", flush=True)
+    ratio = results["decode_frames_per_s/videodiff_dataset"]["median"]
+    ratio /= results["decode_frames_per_s/pyav_plain"]["median"]
+    results["decode_frames_per_s/ratio_dataset_over_pyav"] = {"median": ratio, "unit": "x", "config": config}
+    return results
+
+
+def write(out: Path, figures: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    existing = json.loads(path.read_text()) if path.is_file() else {}
+    merged = {"machine": machine(), "figures": {**existing.get("figures", {}), **figures}}
+    path.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Machine: {merged['machine']['cpu']}, {merged['machine']['cpu_count']} cores, "
+        f"torch {merged['machine']['torch']} ({merged['machine']['torch_threads']} threads), "
+        f"GPU: {merged['machine']['gpu'] or 'none'}. Written by `make bench`.",
+        "",
+        "| figure | median | min | max | unit |",
+        "|---|---|---|---|---|",
+    ]
+    for name, fig in sorted(merged["figures"].items()):
+        cells = [f"{fig[k]:.3g}" if k in fig else "" for k in ("median", "min", "max")]
+        lines.append(f"| {name} | {' | '.join(cells)} | {fig['unit']} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {path} and {out / 'results.md'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="bench", help="folder for results.json and results.md")
+    parser.add_argument("--clips", type=int, default=100, help="synthetic clips to decode")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    write(Path(args.out), decode_benchmark(args.clips, args.repeats))
+
+
+if __name__ == "__main__":
+    main()
