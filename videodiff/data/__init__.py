@@ -1,6 +1,6 @@
 """Video data: manifests, decoding, sizing, the built-in dataset and the shared data module."""
 
-from videodiff.data.batching import ShapeBuckets
+from videodiff.data.batching import Batching, ShapeBuckets
 from videodiff.data.datamodule import SyntheticData, VideoDataModule
 from videodiff.data.datasets import ClipSampling, VideoBatch, VideoDataset
 from videodiff.data.decoding import VideoReadError
@@ -8,6 +8,7 @@ from videodiff.data.manifest import ManifestEntry, ManifestError, read_manifest,
 from videodiff.data.sizing import LatentGrid, SizePlan, plan_size
 
 __all__ = [
+    "Batching",
     "ClipSampling",
     "LatentGrid",
     "ManifestEntry",

@@ -7,6 +7,7 @@ epoch's batch sampler from the planned samples and names the collate function th
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 
@@ -84,7 +85,28 @@ class ShapeBucketSampler(Sampler[list[SampleRequest]]):
         return -(-len(self.batches()) // self.num_replicas)
 
 
-class ShapeBuckets:
+class Batching(ABC):
+    """A batching strategy: which planned samples go together, and how they are collated."""
+
+    @abstractmethod
+    def sampler(
+        self,
+        entries: Sequence[ManifestEntry],
+        planner: ClipPlanner,
+        train: bool,
+        seed: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> Sampler:
+        """A batch sampler yielding lists of ``SampleRequest``; shards itself across ``num_replicas``."""
+
+    @property
+    @abstractmethod
+    def collate_fn(self) -> Callable:
+        """Turns a list of samples (some possibly ``SkippedSample``) into one batch."""
+
+
+class ShapeBuckets(Batching):
     """Batches of one shape, at most ``batch_size`` samples each (for the autoencoder).
 
     Args:
@@ -92,6 +114,8 @@ class ShapeBuckets:
     """
 
     def __init__(self, batch_size: int = 4):
+        if batch_size < 1:
+            raise ValueError(f"ShapeBuckets: batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
 
     def sampler(

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from videodiff.data import decoding, synthetic
-from videodiff.data.batching import ShapeBuckets
+from videodiff.data.batching import Batching, ShapeBuckets
 from videodiff.data.datasets import ClipPlanner, ClipSampling, VideoBatch, VideoDataset
 from videodiff.data.manifest import ManifestEntry, read_manifest
 from videodiff.data.sizing import LatentGrid
@@ -84,7 +84,7 @@ class VideoDataModule(LightningDataModule):
         val_fraction: share of samples held out for validation (split by ``seed``).
         grid: pixel-to-token mapping (the autoencoder's strides and the DiT's patch size; linked by the CLI).
         sampling: clip length, frame rate and size rules.
-        batching: batching strategy.
+        batching: batching strategy (default ``ShapeBuckets()``: same-shape batches, never padded).
         num_workers: DataLoader worker processes.
         decode_threads: decoder threads per worker.
         seed: seed of the split, the shuffling and the random clip sizes.
@@ -98,7 +98,7 @@ class VideoDataModule(LightningDataModule):
         val_fraction: float = 0.1,
         grid: LatentGrid = LatentGrid(),
         sampling: ClipSampling = ClipSampling(),
-        batching: ShapeBuckets | None = None,
+        batching: Batching | None = None,
         num_workers: int = 0,
         decode_threads: int = 1,
         seed: int = 0,
