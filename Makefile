@@ -5,7 +5,7 @@ VENV ?= .venv
 # The torch requirement every install is constrained by. The default is the CPU build this project is
 # developed on; on a GPU machine override it, e.g. `make install TORCH="torch==2.5.1"` or TORCH=torch.
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev
+EXTRAS ?= dev,reference
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?=
 
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
-install: $(STAMP) ## create $(VENV) and install videodiff with its dev extra (idempotent)
+install: $(STAMP) ## create $(VENV) and install videodiff with its dev and reference extras (idempotent)
 
 test: install ## run the default test tier (CPU, no network)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
