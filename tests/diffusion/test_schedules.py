@@ -50,10 +50,10 @@ def test_respacing_keeps_cumulative_products_and_maps_timesteps():
     keep = spaced_timesteps(1000, 25, "linspace")
     r = s.respace(keep)
     assert r.num_timesteps == 25 and r.timesteps.tolist() == keep
-    torch.testing.assert_close(r.alphas_cumprod, s.alphas_cumprod[keep], rtol=1e-9, atol=0)
+    torch.testing.assert_close(r.alphas_cumprod, s.alphas_cumprod[keep], rtol=1e-7, atol=0)
     twice = r.respace([0, 10, 24])
     assert twice.timesteps.tolist() == [keep[0], keep[10], keep[24]]
-    torch.testing.assert_close(twice.alphas_cumprod, s.alphas_cumprod[twice.timesteps], rtol=1e-9, atol=0)
+    torch.testing.assert_close(twice.alphas_cumprod, s.alphas_cumprod[twice.timesteps], rtol=1e-7, atol=0)
 
 
 def test_spacings():
