@@ -98,7 +98,9 @@ def test_vb_is_zero_for_the_true_posterior_and_matches_brute_force_kl():
     vb = d.vb_terms(output, x0, xt, t)
     true_mean, true_var, _ = d.q_posterior(x0, xt, t)
     estimate = d.p_mean_variance(output, xt, t)
-    brute = kl_divergence(Normal(true_mean, true_var.expand_as(x0).sqrt()), Normal(estimate.mean, estimate.variance.sqrt()))
+    brute = kl_divergence(
+        Normal(true_mean, true_var.expand_as(x0).sqrt()), Normal(estimate.mean, estimate.variance.sqrt())
+    )
     torch.testing.assert_close(vb, brute / math.log(2), rtol=1e-8, atol=1e-10)
     assert (vb >= 0).all()
 
@@ -151,4 +153,6 @@ def test_errors():
     with pytest.raises(ValueError, match="even number of output channels"):
         d.split_output(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="model prediction has shape"):
-        GaussianDiffusion("linear", 100).training_losses(lambda x, t: x[:, :1], torch.zeros(2, 3), torch.zeros(2, dtype=torch.long))
+        GaussianDiffusion("linear", 100).training_losses(
+            lambda x, t: x[:, :1], torch.zeros(2, 3), torch.zeros(2, dtype=torch.long)
+        )

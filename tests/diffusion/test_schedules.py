@@ -34,7 +34,9 @@ def test_derived_quantities_against_plain_python(name, t):
     assert s.alphas_cumprod[t].item() == pytest.approx(alpha_bar, rel=1e-12)
     assert s.posterior_variance[t].item() == pytest.approx(beta * (1 - alpha_bar_prev) / (1 - alpha_bar), rel=1e-12)
     assert s.posterior_mean_coef1[t].item() == pytest.approx(math.sqrt(alpha_bar_prev) * beta / (1 - alpha_bar))
-    assert s.posterior_mean_coef2[t].item() == pytest.approx(math.sqrt(1 - beta) * (1 - alpha_bar_prev) / (1 - alpha_bar))
+    assert s.posterior_mean_coef2[t].item() == pytest.approx(
+        math.sqrt(1 - beta) * (1 - alpha_bar_prev) / (1 - alpha_bar)
+    )
     assert s.sqrt_recipm1_alphas_cumprod[t].item() == pytest.approx(math.sqrt(1 / alpha_bar - 1))
 
 

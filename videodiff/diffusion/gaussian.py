@@ -171,9 +171,15 @@ class GaussianDiffusion:
     def predict_x0(self, prediction: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         s = self.schedule
         if self.prediction == "epsilon":
-            return extract(s.sqrt_recip_alphas_cumprod, t, xt) * xt - extract(s.sqrt_recipm1_alphas_cumprod, t, xt) * prediction
+            return (
+                extract(s.sqrt_recip_alphas_cumprod, t, xt) * xt
+                - extract(s.sqrt_recipm1_alphas_cumprod, t, xt) * prediction
+            )
         if self.prediction == "v":
-            return extract(s.sqrt_alphas_cumprod, t, xt) * xt - extract(s.sqrt_one_minus_alphas_cumprod, t, xt) * prediction
+            return (
+                extract(s.sqrt_alphas_cumprod, t, xt) * xt
+                - extract(s.sqrt_one_minus_alphas_cumprod, t, xt) * prediction
+            )
         return prediction
 
     def predict_eps(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -21,9 +21,7 @@ from videodiff.diffusion.schedules import Spacing, spaced_timesteps
 DiffusionProcess = GaussianDiffusion | RectifiedFlow
 
 
-def classifier_free_guidance(
-    cond_fn: ModelFn, uncond_fn: ModelFn, scale: float, process: DiffusionProcess
-) -> ModelFn:
+def classifier_free_guidance(cond_fn: ModelFn, uncond_fn: ModelFn, scale: float, process: DiffusionProcess) -> ModelFn:
     """uncond + scale (cond - uncond), on every channel of the prediction.
 
     With learned variance, the variance half of the output comes from the conditional branch:
