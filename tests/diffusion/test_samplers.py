@@ -52,7 +52,7 @@ def test_deterministic_given_a_generator():
     run = lambda seed: DDPMSampler(steps=20).sample(model, noise, d, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
     ddim = DDIMSampler(steps=10)
-    assert torch.equal(ddim.sample(model, noise, d), ddim.sample(model, noise, d))
+    assert torch.equal(ddim.sample(model, noise, d), ddim.sample(model, noise, d, progress=True))
 
 
 def test_per_token_timesteps_in_sampling():
