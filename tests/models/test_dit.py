@@ -1,0 +1,153 @@
+import pytest
+import torch
+
+from videodiff.models.attention import attention_groups
+from videodiff.models.dit.embeddings import Rope3D
+from videodiff.models.dit.model import DiT, DiTBlock, parameter_counts
+from videodiff.packing.pack import TokenDropping, kept_masks, pack, unpack
+
+PATCH = (1, 2, 2)
+
+
+def videos():
+    g = torch.Generator().manual_seed(0)
+    shapes = [(4, 3, 4, 6), (4, 1, 6, 4), (4, 5, 2, 2), (4, 2, 4, 4)]
+    return [torch.randn(s, generator=g) for s in shapes]
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter (the zero-initialised ones too) random values, so outputs are not trivial."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+def run(model, vids, max_tokens=24, keep=None, dropping=None, captions=None, labels=None, generator=None):
+    batch = pack(vids, PATCH, max_tokens, keep=keep, dropping=dropping, generator=generator)
+    timesteps = torch.arange(len(vids)) * 97 + 5
+    out = model(batch.tokens, timesteps, batch, captions=captions, labels=labels)
+    return batch, unpack(out, batch)
+
+
+CONFIGS = [
+    dict(layout="joint"),
+    dict(layout="factorised", factorised="interleaved"),
+    dict(layout="factorised", factorised="sequential"),
+    dict(layout="joint", positions="sincos"),
+    dict(layout="factorised", factorised="sequential", text_dim=8, num_classes=5),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: "-".join(str(v) for v in c.values()))
+@pytest.mark.parametrize("drop", [False, True], ids=["all-tokens", "dropped"])
+def test_packed_equals_each_video_alone(config, drop):
+    model = randomize(DiT(in_channels=4, patch_size=PATCH, depth=3, **config)).eval()
+    vids = videos()
+    g = torch.Generator().manual_seed(1)
+    captions = [torch.randn(n, 8, generator=g) for n in (3, 1, 5)] + [None] if "text_dim" in config else None
+    labels = torch.tensor([0, 4, 5, 2]) if "num_classes" in config else None
+    dropping = TokenDropping(rate=0.4) if drop else None
+    batch, packed = run(model, vids, dropping=dropping, captions=captions, labels=labels, generator=g)
+    assert batch.tokens.shape[0] < len(vids)  # several videos really share rows
+    keep = [m.nonzero().squeeze(1) for m in kept_masks(batch)]
+    for i, video in enumerate(vids):
+        alone = pack([video], PATCH, 24, keep=[keep[i]])
+        t = (torch.arange(len(vids)) * 97 + 5)[i : i + 1]
+        out = model(alone.tokens, t, alone, captions=None if captions is None else [captions[i]],
+                    labels=None if labels is None else labels[i : i + 1])
+        torch.testing.assert_close(unpack(out, alone)[0], packed[i], rtol=1e-5, atol=1e-5)
+
+
+def test_pack_order_does_not_change_outputs():
+    model = randomize(DiT(in_channels=4, patch_size=PATCH, layout="factorised")).eval()
+    vids = videos()
+    _, forward = run(model, vids)
+    order = [2, 0, 3, 1]
+    batch = pack([vids[i] for i in order], PATCH, 24)
+    out = unpack(model(batch.tokens, (torch.arange(4) * 97 + 5)[order], batch), batch)
+    for position, i in enumerate(order):
+        torch.testing.assert_close(out[position], forward[i], rtol=1e-5, atol=1e-5)
+
+
+def test_adaln_zero_output_is_exactly_zero_at_init():
+    model = DiT(in_channels=4, patch_size=PATCH, text_dim=8)
+    batch = pack(videos(), PATCH, 24)
+    out = model(batch.tokens, torch.arange(4), batch, captions=[None] * 4)
+    assert out.shape == (*batch.tokens.shape[:2], 2 * 16) and torch.count_nonzero(out) == 0
+
+
+def test_factorised_spatial_attention_on_one_frame_is_joint_attention():
+    torch.manual_seed(0)
+    joint = randomize(DiTBlock(32, 2, ("joint",), 4.0, cross=False))
+    spatial = DiTBlock(32, 2, ("spatial",), 4.0, cross=False)
+    spatial.load_state_dict(joint.state_dict())
+    cond = torch.randn(2, 32)
+
+    def outputs(vids):
+        batch = pack(vids, (1, 1, 1), max_tokens=64)
+        groups = {k: attention_groups(batch.video_ids, batch.coords, k) for k in ("joint", "spatial")}
+        h = torch.randn(*batch.tokens.shape[:2], 32, generator=torch.Generator().manual_seed(3))
+        rope = Rope3D(16).angles(batch.coords)
+        return (block(h, cond, batch, groups, "loop", rope) for block in (joint, spatial))
+
+    a, b = outputs([torch.zeros(1, 1, 4, 5), torch.zeros(1, 1, 3, 3)])  # images: T = 1
+    torch.testing.assert_close(a, b)
+    a, b = outputs([torch.zeros(1, 3, 4, 5), torch.zeros(1, 2, 3, 3)])  # videos: they must differ
+    assert not torch.allclose(a, b)
+
+
+def test_rope_scores_depend_only_on_relative_position():
+    rope = Rope3D(24)
+    q, k = torch.randn(1, 2, 10, 24), torch.randn(1, 2, 10, 24)
+    coords = torch.randint(0, 20, (1, 10, 3))
+
+    def scores(c):
+        cos, sin = rope.angles(c)
+        return Rope3D.rotate(q, cos, sin) @ Rope3D.rotate(k, cos, sin).transpose(-1, -2)
+
+    torch.testing.assert_close(scores(coords), scores(coords + torch.tensor([7, 3, 11])), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(scores(coords), scores(coords * 2), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "varlen"])
+def test_dit_backends_agree_with_the_loop(backend):
+    vids = videos()
+    outs = {}
+    for name in ("loop", backend):
+        # float64: the whole-model comparison then isolates the backends from fp32 rounding.
+        model = randomize(DiT(in_channels=4, patch_size=PATCH, layout="factorised", factorised="sequential",
+                              attention_backend=name)).double()
+        batch = pack([v.double() for v in vids], PATCH, 24)
+        out = model(batch.tokens, torch.arange(4) * 10, batch)
+        grads = torch.autograd.grad(out.pow(2).sum(), list(model.parameters()))
+        outs[name] = (out, grads)
+    torch.testing.assert_close(outs[backend][0], outs["loop"][0], rtol=1e-10, atol=1e-10)
+    for a, b in zip(outs[backend][1], outs["loop"][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    vids = videos()
+    grads = []
+    for checkpointing in (False, True):
+        model = randomize(DiT(in_channels=4, patch_size=PATCH, gradient_checkpointing=checkpointing)).train()
+        batch = pack(vids, PATCH, 24)
+        loss = model(batch.tokens, torch.arange(4), batch).pow(2).sum()
+        grads.append(torch.autograd.grad(loss, list(model.parameters())))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_parameter_counts_and_presets():
+    counts = parameter_counts(in_channels=4, patch_size=PATCH, size="tiny", depth=4)
+    assert counts["joint"] == counts["factorised-interleaved"] < counts["factorised-sequential"]
+    s = DiT(in_channels=4, size="S")
+    assert (s.hidden_size, s.depth, s.num_heads) == (384, 12, 6)
+    with pytest.raises(ValueError, match="unknown DiT size"):
+        DiT(size="XXL")
+    with pytest.raises(ValueError, match="cross-attends to captions"):
+        m = DiT(text_dim=8)
+        b = pack(videos(), PATCH, 24)
+        m(b.tokens, torch.arange(4), b)

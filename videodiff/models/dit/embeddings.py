@@ -1,0 +1,112 @@
+"""Embeddings of the DiT: timesteps, class labels, captions, and positions from each token's (t, h, w)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def sinusoidal(values: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """(...,) -> (..., dim) sin-cos features of scalar values (DiT's timestep features, cos first)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=values.device) / half)
+    angles = values.float()[..., None] * freqs
+    features = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+    if dim % 2:
+        features = torch.cat([features, torch.zeros_like(features[..., :1])], dim=-1)
+    return features
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar timesteps (integers for DDPM, t * 1000 for flows) -> (N, hidden)."""
+
+    def __init__(self, hidden_size: int, frequency_size: int = 256):
+        super().__init__()
+        self.frequency_size = frequency_size
+        self.mlp = nn.Sequential(nn.Linear(frequency_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sinusoidal(t, self.frequency_size).to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """Class labels -> (N, hidden); label ``num_classes`` is the null class (classifier-free guidance)."""
+
+    def __init__(self, num_classes: int, hidden_size: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, hidden_size)
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.table(labels)
+
+
+class CaptionProjection(nn.Module):
+    """Frozen text-encoder token states -> the DiT's width (PixArt's two-layer projection), plus a learned
+    one-token null caption for the unconditional branch."""
+
+    def __init__(self, text_dim: int, hidden_size: int):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(text_dim, hidden_size), nn.GELU(approximate="tanh"), nn.Linear(hidden_size, hidden_size))
+        self.null = nn.Parameter(torch.randn(1, hidden_size) / hidden_size**0.5)
+
+    def forward(self, caption: torch.Tensor | None) -> torch.Tensor:
+        """(n, text_dim) token states, or None for the null caption -> (n, hidden)."""
+        return self.null if caption is None else self.proj(caption)
+
+
+def _axis_split(total: int) -> tuple[int, int, int]:
+    """Split ``total`` features over (t, h, w), each even, space getting what does not divide evenly."""
+    pairs = total // 2
+    t = pairs // 3
+    h = (pairs - t) // 2
+    return 2 * t, 2 * h, 2 * (pairs - t - h)
+
+
+class SinCos3D(nn.Module):
+    """Additive factorised 3-D sin-cos positions: features of t, h and w concatenated (no parameters)."""
+
+    def __init__(self, hidden_size: int, max_period: float = 10000.0):
+        super().__init__()
+        self.dims, self.max_period = _axis_split(hidden_size), max_period
+        self.hidden_size = hidden_size
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        """(R, L, 3) -> (R, L, hidden)."""
+        parts = [sinusoidal(coords[..., i], d, self.max_period) for i, d in enumerate(self.dims) if d]
+        out = torch.cat(parts, dim=-1)
+        if out.shape[-1] < self.hidden_size:
+            out = torch.cat([out, out.new_zeros(*out.shape[:-1], self.hidden_size - out.shape[-1])], dim=-1)
+        return out
+
+
+class Rope3D(nn.Module):
+    """3-D rotary positions: each head's features rotate by angles of t, h and w (split over the pairs).
+
+    The dot product of a rotated query and key depends only on their coordinate difference, so attention
+    sees relative positions and any grid size works.
+    """
+
+    def __init__(self, head_dim: int, theta: float = 10000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
+        dims = _axis_split(head_dim)
+        freqs = [1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float32) / max(d, 1)) for d in dims]
+        self.register_buffer("axis", torch.cat([torch.full((d // 2,), i) for i, d in enumerate(dims)]), persistent=False)
+        self.register_buffer("freqs", torch.cat(freqs), persistent=False)
+
+    def angles(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R, L, 3) -> cos, sin of shape (R, 1, L, head_dim / 2)."""
+        angle = coords.float()[..., self.axis] * self.freqs  # (R, L, Dh/2)
+        return angle.cos()[:, None], angle.sin()[:, None]
+
+    @staticmethod
+    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate interleaved feature pairs of (R, H, L, Dh) by the angles."""
+        pairs = x.to(torch.promote_types(x.dtype, torch.float32)).unflatten(-1, (-1, 2))  # (R, H, L, Dh/2, 2)
+        first, second = pairs.unbind(-1)
+        rotated = torch.stack([first * cos - second * sin, first * sin + second * cos], dim=-1)
+        return rotated.flatten(-2).to(x.dtype)

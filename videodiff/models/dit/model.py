@@ -1,0 +1,264 @@
+"""The Diffusion Transformer over packed spacetime patches (a plain nn.Module).
+
+adaLN-Zero blocks (Peebles & Xie 2023) whose modulation is computed once per video from its conditioning
+vector (timestep [+ class]) and gathered to the video's tokens; attention is restricted to groups
+(``models/attention.py``), so a packed row of many videos gives each video exactly what it would get alone.
+Layouts: ``joint`` (every block attends over all of a video's space-time tokens) or ``factorised``, either
+``interleaved`` (Latte's variant 1: spatial and temporal blocks alternate) or ``sequential`` (each block
+attends spatially then temporally, STDiT-style). Captions enter by cross-attention (PixArt / Open-Sora).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from videodiff.models.attention import Backend, Layout, attention_groups, group_attention
+from videodiff.models.dit.embeddings import CaptionProjection, LabelEmbedder, Rope3D, SinCos3D, TimestepEmbedder
+from videodiff.packing.pack import PackedBatch
+
+SizeName = Literal["tiny", "S", "B", "L", "XL"]
+# (hidden size, depth, heads): DiT's Table 1, plus a CPU-test size.
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "tiny": (32, 2, 2),
+    "S": (384, 12, 6),
+    "B": (768, 12, 12),
+    "L": (1024, 24, 16),
+    "XL": (1152, 28, 16),
+}
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class GroupAttention(nn.Module):
+    """Multi-head attention within groups; self-attention gets rotary positions when given."""
+
+    def __init__(self, hidden_size: int, num_heads: int, kv_dim: int | None = None):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.q = nn.Linear(hidden_size, hidden_size)
+        self.kv = nn.Linear(kv_dim or hidden_size, 2 * hidden_size)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x, groups, backend: Backend, rope=None, context=None, context_groups=None):
+        heads = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (R, L, C) -> (R, H, L, Dh)
+        q = heads(self.q(x))
+        k, v = (heads(t) for t in self.kv(x if context is None else context).chunk(2, dim=-1))
+        if rope is not None:
+            cos, sin = rope
+            q, k = Rope3D.rotate(q, cos, sin), Rope3D.rotate(k, cos, sin)
+        out = group_attention(q, k, v, groups, context_groups, backend=backend)  # (R, H, L, Dh)
+        return self.proj(out.transpose(1, 2).flatten(2))
+
+
+class DiTBlock(nn.Module):
+    """Self-attention sublayers (one per entry of ``layouts``), optional cross-attention, MLP; adaLN-Zero."""
+
+    def __init__(self, hidden_size: int, num_heads: int, layouts: Sequence[Layout], mlp_ratio: float, cross: bool):
+        super().__init__()
+        self.layouts = tuple(layouts)
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6) for _ in layouts)
+        self.attns = nn.ModuleList(GroupAttention(hidden_size, num_heads) for _ in layouts)
+        self.cross = GroupAttention(hidden_size, num_heads) if cross else None
+        self.cross_norm = nn.LayerNorm(hidden_size, eps=1e-6) if cross else None
+        self.mlp_norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        width = int(hidden_size * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(approximate="tanh"), nn.Linear(width, hidden_size))
+        # shift, scale, gate for each attention sublayer and for the MLP.
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 3 * (len(layouts) + 1) * hidden_size))
+        nn.init.zeros_(self.modulation[1].weight)
+        nn.init.zeros_(self.modulation[1].bias)
+
+    def forward(self, x, cond, batch: PackedBatch, groups: dict, backend: Backend, rope=None, context=None):
+        mods = batch.gather(self.modulation(cond)).chunk(3 * (len(self.layouts) + 1), dim=-1)  # each (R, L, C)
+        for i, (layout, norm, attn) in enumerate(zip(self.layouts, self.norms, self.attns, strict=True)):
+            shift, scale, gate = mods[3 * i : 3 * i + 3]
+            x = x + gate * attn(modulate(norm(x), shift, scale), groups[layout], backend, rope=rope)
+        if self.cross is not None:
+            tokens, token_groups = context
+            x = x + self.cross(self.cross_norm(x), groups["joint"], backend, context=tokens, context_groups=token_groups)
+        shift, scale, gate = mods[-3:]
+        return x + gate * self.mlp(modulate(self.mlp_norm(x), shift, scale))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, hidden_size: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, out_dim)
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+        for layer in (self.linear, self.modulation[1]):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x, cond, batch: PackedBatch):
+        shift, scale = batch.gather(self.modulation(cond)).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+class DiT(nn.Module):
+    """Diffusion Transformer on packed latent tokens.
+
+    Args:
+        in_channels: latent channels C.
+        patch_size: (pt, ph, pw).
+        size: a preset from ``PRESETS``; ``hidden_size``, ``depth`` and ``num_heads`` override it.
+        layout: ``joint`` or ``factorised`` space-time attention.
+        factorised: ``interleaved`` (alternate spatial / temporal blocks) or ``sequential`` (both per block).
+        positions: ``rope`` (3-D rotary, default) or ``sincos`` (additive factorised 3-D sin-cos).
+        learn_sigma: output 2 x the patch features (prediction, then variance values) for learned variance.
+        text_dim: width of caption token states; None disables cross-attention.
+        num_classes: enable class conditioning through adaLN (label ``num_classes`` is the null class).
+        attention_backend: see ``models/attention.py``.
+        gradient_checkpointing: recompute each block in the backward pass (activation memory per block).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 4,
+        patch_size: tuple[int, int, int] = (1, 2, 2),
+        size: SizeName = "tiny",
+        hidden_size: int | None = None,
+        depth: int | None = None,
+        num_heads: int | None = None,
+        mlp_ratio: float = 4.0,
+        layout: Literal["joint", "factorised"] = "joint",
+        factorised: Literal["interleaved", "sequential"] = "interleaved",
+        positions: Literal["rope", "sincos"] = "rope",
+        learn_sigma: bool = True,
+        text_dim: int | None = None,
+        num_classes: int | None = None,
+        attention_backend: Backend = "auto",
+        gradient_checkpointing: bool = False,
+    ):
+        super().__init__()
+        if size not in PRESETS:
+            raise ValueError(f"unknown DiT size {size!r}; expected one of {sorted(PRESETS)}")
+        if layout not in ("joint", "factorised") or factorised not in ("interleaved", "sequential"):
+            raise ValueError(f"unknown attention layout {layout!r}/{factorised!r}")
+        preset_hidden, preset_depth, preset_heads = PRESETS[size]
+        hidden = hidden_size or preset_hidden
+        self.depth, self.num_heads = depth or preset_depth, num_heads or preset_heads
+        self.in_channels, self.patch_size, self.hidden_size = in_channels, tuple(patch_size), hidden
+        self.patch_dim = in_channels * patch_size[0] * patch_size[1] * patch_size[2]
+        self.out_factor = 2 if learn_sigma else 1
+        self.layout, self.factorised, self.positions = layout, factorised, positions
+        self.attention_backend, self.gradient_checkpointing = attention_backend, gradient_checkpointing
+
+        self.embed = nn.Linear(self.patch_dim, hidden)
+        self.timestep = TimestepEmbedder(hidden)
+        self.labels = LabelEmbedder(num_classes, hidden) if num_classes else None
+        self.captions = CaptionProjection(text_dim, hidden) if text_dim else None
+        if positions == "rope":
+            self.rope, self.sincos = Rope3D(hidden // self.num_heads), None
+        elif positions == "sincos":
+            self.rope, self.sincos = None, SinCos3D(hidden)
+        else:
+            raise ValueError(f"unknown positions {positions!r}; expected 'rope' or 'sincos'")
+        self.blocks = nn.ModuleList(
+            DiTBlock(hidden, self.num_heads, self.block_layouts(i), mlp_ratio, cross=text_dim is not None)
+            for i in range(self.depth)
+        )
+        self.final = FinalLayer(hidden, self.patch_dim * self.out_factor)
+        self._init_weights()
+
+    def block_layouts(self, index: int) -> tuple[Layout, ...]:
+        if self.layout == "joint":
+            return ("joint",)
+        if self.factorised == "sequential":
+            return ("spatial", "temporal")
+        return ("spatial",) if index % 2 == 0 else ("temporal",)
+
+    def _init_weights(self) -> None:
+        def xavier(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+        for name, module in self.named_modules():
+            if "modulation" not in name and not name.startswith("final"):
+                xavier(module)
+        nn.init.normal_(self.timestep.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.timestep.mlp[2].weight, std=0.02)
+
+    def condition(self, timesteps: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(N,) per-video timesteps [+ labels] -> (N, hidden) conditioning vectors."""
+        cond = self.timestep(timesteps)
+        if self.labels is not None:
+            if labels is None:
+                raise ValueError("this DiT is class-conditional: pass labels (num_classes = null class)")
+            cond = cond + self.labels(labels)
+        return cond
+
+    def _context(self, captions: Sequence[torch.Tensor | None] | None, batch: PackedBatch):
+        """Caption tokens packed by row beside their videos: (R, S, hidden) and their groups (video ids)."""
+        if self.captions is None:
+            return None
+        if captions is None or len(captions) != batch.num_videos:
+            raise ValueError(f"this DiT cross-attends to captions: pass one per video ({batch.num_videos})")
+        rows = batch.tokens.shape[0]
+        per_row: list[list[tuple[int, torch.Tensor]]] = [[] for _ in range(rows)]
+        for i, caption in enumerate(captions):
+            per_row[int(batch.rows[i])].append((i, self.captions(caption)))
+        length = max(1, max(sum(len(t) for _, t in row) for row in per_row))
+        tokens = batch.tokens.new_zeros(rows, length, self.hidden_size)
+        groups = torch.full((rows, length), -1, dtype=torch.long, device=batch.tokens.device)
+        for r, row in enumerate(per_row):
+            offset = 0
+            for i, states in row:
+                tokens[r, offset : offset + len(states)] = states
+                groups[r, offset : offset + len(states)] = i
+                offset += len(states)
+        return tokens, groups
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        batch: PackedBatch,
+        captions: Sequence[torch.Tensor | None] | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict for every token.
+
+        Args:
+            x: (R, L, patch_dim) noisy tokens laid out as ``batch``.
+            timesteps: (N,) one per video.
+            batch: the packing layout (``batch.tokens`` itself is not read).
+            captions: per video, (n_i, text_dim) token states or None for the null caption.
+            labels: (N,) class labels when class-conditional.
+        Returns:
+            (R, L, patch_dim * out_factor), zeros at padding.
+        """
+        groups = {layout: attention_groups(batch.video_ids, batch.coords, layout) for layout in ("joint", "spatial", "temporal")}
+        h = self.embed(x)  # (R, L, C)
+        if self.sincos is not None:
+            h = h + self.sincos(batch.coords).to(h.dtype)
+        rope = self.rope.angles(batch.coords) if self.rope is not None else None
+        cond = self.condition(timesteps, labels)  # (N, C)
+        context = self._context(captions, batch)
+        for block in self.blocks:
+            if self.gradient_checkpointing and self.training:
+                h = checkpoint(block, h, cond, batch, groups, self.attention_backend, rope, context, use_reentrant=False)
+            else:
+                h = block(h, cond, batch, groups, self.attention_backend, rope, context)
+        out = self.final(h, cond, batch)
+        return out * batch.mask[..., None].to(out.dtype)
+
+
+def parameter_counts(**kwargs) -> dict[str, int]:
+    """Trainable parameters of the joint and both factorised layouts for the same settings (fair comparisons)."""
+    variants = {
+        "joint": {"layout": "joint"},
+        "factorised-interleaved": {"layout": "factorised", "factorised": "interleaved"},
+        "factorised-sequential": {"layout": "factorised", "factorised": "sequential"},
+    }
+    return {name: sum(p.numel() for p in DiT(**{**kwargs, **v}).parameters()) for name, v in variants.items()}
