@@ -134,3 +134,34 @@ def test_synthetic_data_is_generated_once(tmp_path):
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.train_entries) == 3
+
+
+def test_packed_rows_batches_fit_their_rows_and_cover_every_sample(synthetic_set):
+    from videodiff.data import PackedRows
+    from videodiff.packing.pack import first_fit
+
+    sampling = ClipSampling(target_fps=8, max_frames=17, token_budget=300, random_size=True)
+    dm = VideoDataModule(
+        manifest=str(synthetic_set),
+        grid=GRID,
+        sampling=sampling,
+        batching=PackedRows(max_tokens=320, rows=2),
+        val_fraction=0.0,
+    )
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    seen, shapes = [], set()
+    for batch in loader:
+        tokens = [GRID.tokens(*v.shape[1:]) for v in batch.videos]
+        assert len(first_fit(tokens, 320)) <= 2
+        seen.extend(batch.indices.tolist())
+        shapes.update(tuple(v.shape) for v in batch.videos)
+    assert sorted(seen) == list(range(24)) and len(shapes) > 5
+    # Far fewer batches than samples: several videos share each row.
+    assert len(loader) < 24 / 2
+    too_small = VideoDataModule(
+        manifest=str(synthetic_set), grid=GRID, sampling=sampling, batching=PackedRows(max_tokens=100, rows=2)
+    )
+    too_small.setup("fit")
+    with pytest.raises(ValueError, match="more than a row's max_tokens=100; set sampling.token_budget"):
+        len(too_small.train_dataloader())

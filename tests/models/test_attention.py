@@ -73,8 +73,10 @@ def test_flex_forward_equals_the_loop_on_cpu_and_refuses_backward():
     q, k, v = (x.float() for x in (q, k, v))
     with torch.no_grad():
         torch.testing.assert_close(
-            group_attention(q, k, v, qg, backend="flex"), group_attention(q, k, v, qg, backend="loop"),
-            rtol=1e-5, atol=1e-5,
+            group_attention(q, k, v, qg, backend="flex"),
+            group_attention(q, k, v, qg, backend="loop"),
+            rtol=1e-5,
+            atol=1e-5,
         )
     with pytest.raises(RuntimeError, match="no backward pass on CPU"):
         group_attention(q.requires_grad_(), k, v, qg, backend="flex")

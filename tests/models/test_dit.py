@@ -55,8 +55,13 @@ def test_packed_equals_each_video_alone(config, drop):
     for i, video in enumerate(vids):
         alone = pack([video], PATCH, 24, keep=[keep[i]])
         t = (torch.arange(len(vids)) * 97 + 5)[i : i + 1]
-        out = model(alone.tokens, t, alone, captions=None if captions is None else [captions[i]],
-                    labels=None if labels is None else labels[i : i + 1])
+        out = model(
+            alone.tokens,
+            t,
+            alone,
+            captions=None if captions is None else [captions[i]],
+            labels=None if labels is None else labels[i : i + 1],
+        )
         torch.testing.assert_close(unpack(out, alone)[0], packed[i], rtol=1e-5, atol=1e-5)
 
 
@@ -117,8 +122,9 @@ def test_dit_backends_agree_with_the_loop(backend):
     outs = {}
     for name in ("loop", backend):
         # float64: the whole-model comparison then isolates the backends from fp32 rounding.
-        model = randomize(DiT(in_channels=4, patch_size=PATCH, layout="factorised", factorised="sequential",
-                              attention_backend=name)).double()
+        model = randomize(
+            DiT(in_channels=4, patch_size=PATCH, layout="factorised", factorised="sequential", attention_backend=name)
+        ).double()
         batch = pack([v.double() for v in vids], PATCH, 24)
         out = model(batch.tokens, torch.arange(4) * 10, batch)
         grads = torch.autograd.grad(out.pow(2).sum(), list(model.parameters()))

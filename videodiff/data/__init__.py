@@ -1,6 +1,6 @@
 """Video data: manifests, decoding, sizing, the built-in dataset and the shared data module."""
 
-from videodiff.data.batching import Batching, ShapeBuckets
+from videodiff.data.batching import Batching, PackedRows, ShapeBuckets
 from videodiff.data.datamodule import SyntheticData, VideoDataModule
 from videodiff.data.datasets import ClipSampling, VideoBatch, VideoDataset
 from videodiff.data.decoding import VideoReadError
@@ -13,6 +13,7 @@ __all__ = [
     "LatentGrid",
     "ManifestEntry",
     "ManifestError",
+    "PackedRows",
     "ShapeBuckets",
     "SizePlan",
     "SyntheticData",

@@ -1,8 +1,9 @@
 """How samples become batches. The data module takes one of these strategies by dependency injection.
 
 ``ShapeBuckets`` serves the autoencoder: every batch holds samples of one (frames, height, width), so
-nothing is ever padded. The DiT's patch-packing strategy plugs in at the same seam: a strategy builds the
-epoch's batch sampler from the planned samples and names the collate function that turns them into a batch.
+nothing is ever padded. ``PackedRows`` serves the DiT: samples of any shapes whose tokens first-fit into a
+fixed number of rows (NaViT's Patch n' Pack). A strategy builds the epoch's batch sampler from the planned
+samples and names the collate function that turns them into a batch.
 """
 
 from __future__ import annotations
@@ -14,35 +15,33 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
-from videodiff.data.datasets import ClipPlanner, SampleRequest, collate_same_shape
+from videodiff.data.datasets import ClipPlanner, SampleRequest, collate_same_shape, collate_video_list
 from videodiff.data.manifest import ManifestEntry
+from videodiff.packing.pack import first_fit
 
 
-class ShapeBucketSampler(Sampler[list[SampleRequest]]):
-    """Yields lists of :class:`SampleRequest` of one shape; every sample exactly once per epoch.
+class _EpochPlanSampler(Sampler[list[SampleRequest]]):
+    """Plans every sample of an epoch from ``(seed, epoch)`` and groups the plans into batches.
 
-    Plans are drawn afresh each epoch (``set_epoch``) from ``(seed, epoch)``, so random sizes change per
-    epoch but every rank and every resume sees the same ones. With several ranks, each takes every
-    ``num_replicas``-th batch; the batch list is padded by wrapping so all ranks run the same number of steps.
+    Random sizes change per epoch but every rank and every resume sees the same ones. With several ranks,
+    each takes every ``num_replicas``-th batch; the batch list is padded by wrapping so all ranks run the
+    same number of steps.
     """
 
     def __init__(
         self,
         entries: Sequence[ManifestEntry],
         planner: ClipPlanner,
-        batch_size: int,
         shuffle: bool,
         seed: int = 0,
         randomise: bool = False,
         num_replicas: int = 1,
         rank: int = 0,
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is outside 0..{num_replicas - 1}")
         self.entries, self.planner = entries, planner
-        self.max_batch, self.shuffle, self.seed, self.randomise = batch_size, shuffle, seed, randomise
+        self.shuffle, self.seed, self.randomise = shuffle, seed, randomise
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         self._cached: tuple[int, list[list[SampleRequest]]] | None = None
@@ -53,25 +52,18 @@ class ShapeBucketSampler(Sampler[list[SampleRequest]]):
     def batches(self) -> list[list[SampleRequest]]:
         """All batches of this epoch, across ranks (computed once per epoch: ``len()`` and ``iter()`` agree)."""
         if self._cached is None or self._cached[0] != self.epoch:
-            self._cached = (self.epoch, self._plan_epoch())
+            rng = np.random.default_rng([self.seed, self.epoch])
+            order = rng.permutation(len(self.entries)) if self.shuffle else np.arange(len(self.entries))
+            plan_rng = rng if self.randomise or self.shuffle else None
+            requests = [self.planner.plan(int(i), self.entries[int(i)], plan_rng) for i in order]
+            batches = self.group(requests)
+            if self.shuffle:
+                batches = [batches[i] for i in rng.permutation(len(batches))]
+            self._cached = (self.epoch, batches)
         return self._cached[1]
 
-    def _plan_epoch(self) -> list[list[SampleRequest]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.entries)) if self.shuffle else np.arange(len(self.entries))
-        plan_rng = rng if self.randomise or self.shuffle else None
-        buckets: dict[tuple[int, int, int], list[SampleRequest]] = defaultdict(list)
-        for i in order:
-            request = self.planner.plan(int(i), self.entries[int(i)], plan_rng)
-            buckets[request.plan.shape].append(request)
-        batches = [
-            bucket[k : k + self.max_batch]
-            for _, bucket in sorted(buckets.items())
-            for k in range(0, len(bucket), self.max_batch)
-        ]
-        if self.shuffle:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
+    def group(self, requests: list[SampleRequest]) -> list[list[SampleRequest]]:
+        raise NotImplementedError
 
     def __iter__(self) -> Iterator[list[SampleRequest]]:
         batches = self.batches()
@@ -83,6 +75,76 @@ class ShapeBucketSampler(Sampler[list[SampleRequest]]):
 
     def __len__(self) -> int:
         return -(-len(self.batches()) // self.num_replicas)
+
+
+class ShapeBucketSampler(_EpochPlanSampler):
+    """Yields lists of :class:`SampleRequest` of one shape, at most ``batch_size`` each; every sample once."""
+
+    def __init__(
+        self, entries, planner, batch_size: int, shuffle: bool, seed=0, randomise=False, num_replicas=1, rank=0
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(entries, planner, shuffle, seed, randomise, num_replicas, rank)
+        self.max_batch = batch_size
+
+    def group(self, requests: list[SampleRequest]) -> list[list[SampleRequest]]:
+        buckets: dict[tuple[int, int, int], list[SampleRequest]] = defaultdict(list)
+        for request in requests:
+            buckets[request.plan.shape].append(request)
+        return [
+            bucket[k : k + self.max_batch]
+            for _, bucket in sorted(buckets.items())
+            for k in range(0, len(bucket), self.max_batch)
+        ]
+
+
+class TokenBudgetSampler(_EpochPlanSampler):
+    """Yields lists of samples whose token sequences first-fit into ``rows`` rows of ``max_tokens``.
+
+    The same greedy first-fit (``packing.pack.first_fit``) later packs the latents, so a batch formed here
+    always fits. Samples are taken in (shuffled) order; a batch closes when the next sample would need a
+    row more than ``rows``.
+    """
+
+    def __init__(
+        self,
+        entries,
+        planner,
+        max_tokens: int,
+        rows: int,
+        shuffle: bool,
+        seed=0,
+        randomise=False,
+        num_replicas=1,
+        rank=0,
+    ):
+        if max_tokens < 1 or rows < 1:
+            raise ValueError(f"max_tokens and rows must be >= 1, got {max_tokens}, {rows}")
+        super().__init__(entries, planner, shuffle, seed, randomise, num_replicas, rank)
+        self.max_tokens, self.rows = max_tokens, rows
+
+    def tokens(self, request: SampleRequest) -> int:
+        return self.planner.grid.tokens(*request.plan.shape)
+
+    def group(self, requests: list[SampleRequest]) -> list[list[SampleRequest]]:
+        batches: list[list[SampleRequest]] = []
+        current: list[SampleRequest] = []
+        for request in requests:
+            if self.tokens(request) > self.max_tokens:
+                entry = self.entries[request.index]
+                raise ValueError(
+                    f"{entry.path}: planned at {request.plan.shape} it has {self.tokens(request)} tokens, more than "
+                    f"a row's max_tokens={self.max_tokens}; set sampling.token_budget <= max_tokens"
+                )
+            candidate = current + [request]
+            if len(first_fit([self.tokens(r) for r in candidate], self.max_tokens)) > self.rows:
+                batches.append(current)
+                candidate = [request]
+            current = candidate
+        if current:
+            batches.append(current)
+        return batches
 
 
 class Batching(ABC):
@@ -104,6 +166,40 @@ class Batching(ABC):
     @abstractmethod
     def collate_fn(self) -> Callable:
         """Turns a list of samples (some possibly ``SkippedSample``) into one batch."""
+
+
+class PackedRows(Batching):
+    """Batches for the DiT: samples of any shapes whose tokens fit ``rows`` rows of ``max_tokens``.
+
+    The collated batch is a :class:`~videodiff.data.datasets.VideoListBatch` (unpadded videos); the DiT
+    module encodes each video and packs the latents with ``packing.pack.pack``.
+
+    Args:
+        max_tokens: row length L (tokens).
+        rows: rows per batch R.
+    """
+
+    def __init__(self, max_tokens: int = 1024, rows: int = 2):
+        if max_tokens < 1 or rows < 1:
+            raise ValueError(f"PackedRows: max_tokens and rows must be >= 1, got {max_tokens}, {rows}")
+        self.max_tokens, self.rows = max_tokens, rows
+
+    def sampler(self, entries, planner, train, seed, num_replicas=1, rank=0) -> Sampler:
+        return TokenBudgetSampler(
+            entries,
+            planner,
+            self.max_tokens,
+            self.rows,
+            shuffle=train,
+            seed=seed,
+            randomise=train and planner.sampling.random_size,
+            num_replicas=num_replicas,
+            rank=rank,
+        )
+
+    @property
+    def collate_fn(self) -> Callable:
+        return collate_video_list
 
 
 class ShapeBuckets(Batching):

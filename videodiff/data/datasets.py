@@ -95,6 +95,20 @@ class VideoBatch:
         return len(self.captions)
 
 
+@dataclass
+class VideoListBatch:
+    """Samples of different shapes, unpadded, for the DiT: it encodes each and packs the latents."""
+
+    videos: list[torch.Tensor]  # each (C, T, H, W)
+    captions: list[str]
+    indices: torch.Tensor  # (B,)
+    fps: torch.Tensor  # (B,)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
 class ClipPlanner:
     """Turns a manifest entry into a :class:`SampleRequest` (deterministic without ``rng``)."""
 
@@ -165,6 +179,18 @@ class VideoDataset(Dataset):
         video = transforms.resize(video, plan.height, plan.width)
         fps = 0.0 if entry.is_image else entry.fps / request.step
         return VideoSample(video=video, caption=entry.caption, index=request.index, fps=fps)
+
+
+def collate_video_list(items: list[VideoSample | SkippedSample]) -> VideoListBatch:
+    """Keep samples of any shapes as a list; skipped samples are reported, as in ``collate_same_shape``."""
+    samples = [s for s in items if isinstance(s, VideoSample)]
+    return VideoListBatch(
+        videos=[s.video for s in samples],
+        captions=[s.caption for s in samples],
+        indices=torch.tensor([s.index for s in samples], dtype=torch.long),
+        fps=torch.tensor([s.fps for s in samples], dtype=torch.float32),
+        skipped=[(s.path, s.reason) for s in items if isinstance(s, SkippedSample)],
+    )
 
 
 def collate_same_shape(items: list[VideoSample | SkippedSample]) -> VideoBatch:

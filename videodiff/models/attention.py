@@ -156,8 +156,13 @@ def _varlen(q, k, v, q_groups, kv_groups):
         from flash_attn import flash_attn_varlen_func
 
         attended = flash_attn_varlen_func(
-            q_flat[q_pos], k_flat[k_pos], v_flat[k_pos],
-            q_starts.int(), k_starts.int(), int(q_len.max()), int(k_len.max()),
+            q_flat[q_pos],
+            k_flat[k_pos],
+            v_flat[k_pos],
+            q_starts.int(),
+            k_starts.int(),
+            int(q_len.max()),
+            int(k_len.max()),
         )
         # Groups with queries but no keys: flash returns zeros for them already.
         return _unflatten(out.index_put((q_pos,), attended), rows)

@@ -33,7 +33,9 @@ def patchify(video_cthw: torch.Tensor, patch: Patch) -> torch.Tensor:
     return rearrange(video_cthw, "c (t pt) (h ph) (w pw) -> (t h w) (c pt ph pw)", pt=pt, ph=ph, pw=pw)
 
 
-def unpatchify(tokens: torch.Tensor, grid: tuple[int, int, int], patch: Patch, frames: int | None = None) -> torch.Tensor:
+def unpatchify(
+    tokens: torch.Tensor, grid: tuple[int, int, int], patch: Patch, frames: int | None = None
+) -> torch.Tensor:
     """``(T' H' W', C pt ph pw)`` -> ``(C, T, H, W)``; ``frames=1`` recovers an image from its tubelet."""
     t, h, w = grid
     pt, ph, pw = patch

@@ -49,7 +49,9 @@ class CaptionProjection(nn.Module):
 
     def __init__(self, text_dim: int, hidden_size: int):
         super().__init__()
-        self.proj = nn.Sequential(nn.Linear(text_dim, hidden_size), nn.GELU(approximate="tanh"), nn.Linear(hidden_size, hidden_size))
+        self.proj = nn.Sequential(
+            nn.Linear(text_dim, hidden_size), nn.GELU(approximate="tanh"), nn.Linear(hidden_size, hidden_size)
+        )
         self.null = nn.Parameter(torch.randn(1, hidden_size) / hidden_size**0.5)
 
     def forward(self, caption: torch.Tensor | None) -> torch.Tensor:
@@ -95,7 +97,9 @@ class Rope3D(nn.Module):
             raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
         dims = _axis_split(head_dim)
         freqs = [1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float32) / max(d, 1)) for d in dims]
-        self.register_buffer("axis", torch.cat([torch.full((d // 2,), i) for i, d in enumerate(dims)]), persistent=False)
+        self.register_buffer(
+            "axis", torch.cat([torch.full((d // 2,), i) for i, d in enumerate(dims)]), persistent=False
+        )
         self.register_buffer("freqs", torch.cat(freqs), persistent=False)
 
     def angles(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

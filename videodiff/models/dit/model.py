@@ -71,7 +71,9 @@ class DiTBlock(nn.Module):
         self.cross_norm = nn.LayerNorm(hidden_size, eps=1e-6) if cross else None
         self.mlp_norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         width = int(hidden_size * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(hidden_size, width), nn.GELU(approximate="tanh"), nn.Linear(width, hidden_size))
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden_size, width), nn.GELU(approximate="tanh"), nn.Linear(width, hidden_size)
+        )
         # shift, scale, gate for each attention sublayer and for the MLP.
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 3 * (len(layouts) + 1) * hidden_size))
         nn.init.zeros_(self.modulation[1].weight)
@@ -84,7 +86,9 @@ class DiTBlock(nn.Module):
             x = x + gate * attn(modulate(norm(x), shift, scale), groups[layout], backend, rope=rope)
         if self.cross is not None:
             tokens, token_groups = context
-            x = x + self.cross(self.cross_norm(x), groups["joint"], backend, context=tokens, context_groups=token_groups)
+            x = x + self.cross(
+                self.cross_norm(x), groups["joint"], backend, context=tokens, context_groups=token_groups
+            )
         shift, scale, gate = mods[-3:]
         return x + gate * self.mlp(modulate(self.mlp_norm(x), shift, scale))
 
@@ -238,7 +242,10 @@ class DiT(nn.Module):
         Returns:
             (R, L, patch_dim * out_factor), zeros at padding.
         """
-        groups = {layout: attention_groups(batch.video_ids, batch.coords, layout) for layout in ("joint", "spatial", "temporal")}
+        groups = {
+            layout: attention_groups(batch.video_ids, batch.coords, layout)
+            for layout in ("joint", "spatial", "temporal")
+        }
         h = self.embed(x)  # (R, L, C)
         if self.sincos is not None:
             h = h + self.sincos(batch.coords).to(h.dtype)
@@ -247,7 +254,9 @@ class DiT(nn.Module):
         context = self._context(captions, batch)
         for block in self.blocks:
             if self.gradient_checkpointing and self.training:
-                h = checkpoint(block, h, cond, batch, groups, self.attention_backend, rope, context, use_reentrant=False)
+                h = checkpoint(
+                    block, h, cond, batch, groups, self.attention_backend, rope, context, use_reentrant=False
+                )
             else:
                 h = block(h, cond, batch, groups, self.attention_backend, rope, context)
         out = self.final(h, cond, batch)
