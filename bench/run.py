@@ -116,13 +116,45 @@ def write(out: Path, figures: dict) -> None:
     print(f"wrote {path} and {out / 'results.md'}")
 
 
+def packing_benchmarks(repeats: int, device: str, sizes: list[str]) -> dict:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import packing  # bench/packing.py
+
+    shapes = packing.dataset_mix()
+    figures = packing.padding_figures(shapes)
+    for name in ("pack_padding_fraction", "pad_to_max_padding_fraction"):
+        print(f"{name}: {figures[name]['median']:.4f}", flush=True)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    for size in sizes:
+        steps = 6 if size == "tiny" else 2
+        for layout in ("joint", "factorised"):
+            figs = packing.throughput_figures(shapes, size, layout, steps, repeats, device=device, dtype=dtype)
+            figures.update(figs)
+            for key, fig in figs.items():
+                print(f"{key}: {fig['median']:.3g} {fig['unit']}", flush=True)
+    backends = ("loop", "sdpa", "varlen", "flex") if device == "cuda" else ("loop", "sdpa", "varlen")
+    figs = packing.attention_figures(shapes, repeats, device=device, backends=backends)
+    figures.update(figs)
+    for key, fig in figs.items():
+        print(f"{key}: {fig['median']:.3g} ms", flush=True)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="bench", help="folder for results.json and results.md")
     parser.add_argument("--clips", type=int, default=100, help="synthetic clips to decode")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=["decode", "packing"], help="run one group of benchmarks")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sizes", default="tiny,S", help="DiT presets for the throughput figures")
     args = parser.parse_args()
-    write(Path(args.out), decode_benchmark(args.clips, args.repeats))
+    figures = {}
+    if args.only in (None, "decode"):
+        figures.update(decode_benchmark(args.clips, args.repeats))
+    if args.only in (None, "packing"):
+        figures.update(packing_benchmarks(args.repeats, args.device, args.sizes.split(",")))
+    write(Path(args.out), figures)
 
 
 if __name__ == "__main__":

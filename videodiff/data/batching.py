@@ -102,48 +102,41 @@ class ShapeBucketSampler(_EpochPlanSampler):
 class TokenBudgetSampler(_EpochPlanSampler):
     """Yields lists of samples whose token sequences first-fit into ``rows`` rows of ``max_tokens``.
 
-    The same greedy first-fit (``packing.pack.first_fit``) later packs the latents, so a batch formed here
-    always fits. Samples are taken in (shuffled) order; a batch closes when the next sample would need a
-    row more than ``rows``.
+    Batches fill greedily in (shuffled) order with a look-ahead: a sample that does not fit is passed over,
+    and later ones may still fill the gap, until ``lookahead`` samples in a row did not fit. Membership is
+    checked with the same first-fit (``packing.pack.first_fit``) that later packs the latents, so a batch
+    formed here always fits.
     """
 
-    def __init__(
-        self,
-        entries,
-        planner,
-        max_tokens: int,
-        rows: int,
-        shuffle: bool,
-        seed=0,
-        randomise=False,
-        num_replicas=1,
-        rank=0,
-    ):
+    def __init__(self, entries, planner, max_tokens: int, rows: int, shuffle: bool, seed=0, randomise=False,
+                 num_replicas=1, rank=0, lookahead: int = 32):
         if max_tokens < 1 or rows < 1:
             raise ValueError(f"max_tokens and rows must be >= 1, got {max_tokens}, {rows}")
         super().__init__(entries, planner, shuffle, seed, randomise, num_replicas, rank)
-        self.max_tokens, self.rows = max_tokens, rows
+        self.max_tokens, self.rows, self.lookahead = max_tokens, rows, lookahead
 
     def tokens(self, request: SampleRequest) -> int:
         return self.planner.grid.tokens(*request.plan.shape)
 
     def group(self, requests: list[SampleRequest]) -> list[list[SampleRequest]]:
-        batches: list[list[SampleRequest]] = []
-        current: list[SampleRequest] = []
         for request in requests:
             if self.tokens(request) > self.max_tokens:
-                entry = self.entries[request.index]
                 raise ValueError(
-                    f"{entry.path}: planned at {request.plan.shape} it has {self.tokens(request)} tokens, more than "
-                    f"a row's max_tokens={self.max_tokens}; set sampling.token_budget <= max_tokens"
+                    f"{self.entries[request.index].path}: planned at {request.plan.shape} it has "
+                    f"{self.tokens(request)} tokens, more than a row's max_tokens={self.max_tokens}; "
+                    "set sampling.token_budget <= max_tokens"
                 )
-            candidate = current + [request]
-            if len(first_fit([self.tokens(r) for r in candidate], self.max_tokens)) > self.rows:
-                batches.append(current)
-                candidate = [request]
-            current = candidate
-        if current:
-            batches.append(current)
+        remaining, batches = list(requests), []
+        while remaining:
+            batch, lengths, j, misses = [], [], 0, 0
+            while j < len(remaining) and misses < self.lookahead:
+                n = self.tokens(remaining[j])
+                if len(first_fit(lengths + [n], self.max_tokens)) <= self.rows:
+                    batch.append(remaining.pop(j))
+                    lengths.append(n)
+                else:
+                    j, misses = j + 1, misses + 1
+            batches.append(batch)
         return batches
 
 
@@ -177,12 +170,13 @@ class PackedRows(Batching):
     Args:
         max_tokens: row length L (tokens).
         rows: rows per batch R.
+        lookahead: how many non-fitting samples a batch passes over before it closes.
     """
 
-    def __init__(self, max_tokens: int = 1024, rows: int = 2):
+    def __init__(self, max_tokens: int = 1024, rows: int = 2, lookahead: int = 32):
         if max_tokens < 1 or rows < 1:
             raise ValueError(f"PackedRows: max_tokens and rows must be >= 1, got {max_tokens}, {rows}")
-        self.max_tokens, self.rows = max_tokens, rows
+        self.max_tokens, self.rows, self.lookahead = max_tokens, rows, lookahead
 
     def sampler(self, entries, planner, train, seed, num_replicas=1, rank=0) -> Sampler:
         return TokenBudgetSampler(

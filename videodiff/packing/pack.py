@@ -147,6 +147,7 @@ def pack(
     dropping: TokenDropping | None = None,
     keep: Sequence[torch.Tensor | None] | None = None,
     generator: torch.Generator | None = None,
+    one_per_row: bool = False,
 ) -> PackedBatch:
     """Patchify ``(C, T, H, W)`` videos (any mix of sizes) and pack them into rows of ``max_tokens``.
 
@@ -158,6 +159,7 @@ def pack(
         dropping: token dropping for training; never used when sampling.
         keep: explicit kept token indices per video (overrides ``dropping``), e.g. to repeat a layout.
         generator: randomness of the dropping.
+        one_per_row: every video in a row of its own (pad-to-max batching, the baseline packing beats).
     """
     if not videos:
         raise ValueError("pack() needs at least one video")
@@ -175,7 +177,9 @@ def pack(
         else:
             kept.append(torch.arange(tok.shape[0], device=tok.device))
     lengths = [len(k) for k in kept]
-    bins = first_fit(lengths, max_tokens)
+    bins = [[i] for i in range(len(lengths))] if one_per_row else first_fit(lengths, max_tokens)
+    if one_per_row and max(lengths) > max_tokens:
+        raise ValueError(f"a video has {max(lengths)} tokens, more than a row's max_tokens={max_tokens}")
     rows = len(bins) if num_rows is None else num_rows
     if rows < len(bins):
         raise ValueError(f"{len(videos)} videos need {len(bins)} rows of {max_tokens} tokens, num_rows={num_rows}")

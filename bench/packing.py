@@ -1,0 +1,171 @@
+"""Patch n' Pack benchmarks: padding waste, DiT training throughput (packed / padded / one at a time),
+and the attention backends. Called by bench/run.py; each function returns {figure name: record}."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from videodiff.data import ClipSampling, LatentGrid, SyntheticData, read_manifest
+from videodiff.data.batching import TokenBudgetSampler
+from videodiff.data.datasets import ClipPlanner
+from videodiff.models.attention import attention_groups, group_attention
+from videodiff.models.dit.model import DiT
+from videodiff.packing.pack import first_fit, pack
+
+# The tiny autoencoder's strides and the DiT's 2x2 patches, as in configs/data/synthetic.yaml.
+GRID = LatentGrid(temporal_compression=2, spatial_compression=4, patch_size=(1, 2, 2))
+LATENT_CHANNELS = 4
+
+
+def dataset_mix(num: int = 200, token_budget: int = 512, seed: int = 0) -> list[tuple[int, int, int]]:
+    """Latent (T, H, W) shapes of one epoch of the built-in dataset under NaViT-style random sizes."""
+    entries = read_manifest(SyntheticData(num=num, seed=0).ensure())
+    planner = ClipPlanner(GRID, ClipSampling(target_fps=8, max_frames=17, token_budget=token_budget, random_size=True))
+    rng = np.random.default_rng(seed)
+    shapes = []
+    for i, entry in enumerate(entries):
+        t, h, w = planner.plan(i, entry, rng).plan.shape
+        shapes.append((GRID.latent_frames(t), h // GRID.spatial_compression, w // GRID.spatial_compression))
+    return shapes
+
+
+def tokens_of(shape: tuple[int, int, int]) -> int:
+    t, h, w = shape
+    pt, ph, pw = GRID.patch_size
+    return max(1, t // pt) * (h // ph) * (w // pw)
+
+
+def padding_figures(shapes, max_tokens: int = 1024, rows: int = 4, batch_size: int = 8, seed: int = 0) -> dict:
+    """Share of token slots that are padding: greedy packing vs pad-to-max batching of the same samples."""
+    lengths = [tokens_of(s) for s in shapes]
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    # Packed: the data module's batches (first-fit into `rows` rows, with its look-ahead).
+    sampler = TokenBudgetSampler([], None, max_tokens, rows, shuffle=False)
+    sampler.tokens = lambda request: request  # group plain lengths
+    batches = sampler.group([lengths[i] for i in order])
+    packed_slots = sum(len(first_fit(b, max_tokens)) * max_tokens for b in batches)
+    # The epoch's last batch holds the remainder; every other batch shows the steady state.
+    steady_real = sum(sum(b) for b in batches[:-1])
+    steady_slots = sum(len(first_fit(b, max_tokens)) * max_tokens for b in batches[:-1])
+    # Whole-epoch packing (no batch boundary): the best greedy packing can do on this mix.
+    epoch_slots = len(first_fit(lengths, max_tokens)) * max_tokens
+    # Pad-to-max: random batches of `batch_size`, each padded to its longest sample.
+    padded_slots = sum(
+        max(lengths[i] for i in order[k : k + batch_size]) * len(order[k : k + batch_size])
+        for k in range(0, len(order), batch_size)
+    )
+    real = sum(lengths)
+    config = {"samples": len(lengths), "max_tokens": max_tokens, "rows_per_batch": rows, "pad_batch_size": batch_size,
+              "mix": "built-in synthetic set, 200 clips, random sizes, token budget 512, tiny AE + 2x2 patches"}
+    fig = lambda value: {"median": value, "unit": "fraction", "config": config}
+    return {
+        "pack_padding_fraction": fig(1 - real / packed_slots),
+        "pack_padding_fraction/whole_epoch": fig(1 - real / epoch_slots),
+        "pack_padding_fraction/all_but_last_batch": fig(1 - steady_real / max(steady_slots, 1)),
+        "pad_to_max_padding_fraction": fig(1 - real / padded_slots),
+    }
+
+
+def timed(fn: Callable[[], float], repeats: int) -> dict:
+    fn()  # warm-up
+    values = [fn() for _ in range(repeats)]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "repeats": repeats}
+
+
+def throughput_figures(shapes, size: str, layout: str, steps: int, repeats: int, device: str = "cpu",
+                       backend: str = "auto", dtype: torch.dtype = torch.float32) -> dict:
+    """Training tokens/s (forward + backward + AdamW step, real tokens only) three ways on the same videos."""
+    g = torch.Generator().manual_seed(0)
+    videos = [torch.randn(LATENT_CHANNELS, *s, generator=g) for s in shapes]
+    model = DiT(in_channels=LATENT_CHANNELS, patch_size=GRID.patch_size, size=size, layout=layout,
+                attention_backend=backend).to(device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    max_tokens = 1024
+    batches = []
+    for k in range(0, len(videos), 8):
+        group = videos[k : k + 8]
+        batches.append(group)
+    batches = batches[:steps]
+    real = sum(tokens_of(tuple(v.shape[1:])) for group in batches for v in group)
+
+    def step(batch):
+        timesteps = torch.randint(0, 1000, (batch.num_videos,), device=device)
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32):
+            out = model(batch.tokens, timesteps, batch)
+            loss = (out[..., : batch.tokens.shape[-1]].float() - batch.tokens.float()).pow(2).mean()
+        loss.backward()
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+
+    def layouts(mode: str):
+        for group in batches:
+            if mode == "packed":
+                yield [pack(group, GRID.patch_size, max_tokens).to(device)]
+            elif mode == "padded":  # one video per row, padded to the longest: a key-padding mask
+                longest = max(tokens_of(tuple(v.shape[1:])) for v in group)
+                yield [pack(group, GRID.patch_size, longest, one_per_row=True).to(device)]
+            else:
+                yield [pack([v], GRID.patch_size, tokens_of(tuple(v.shape[1:]))).to(device) for v in group]
+
+    def run(mode: str) -> Callable[[], float]:
+        prepared = [b for batch_list in layouts(mode) for b in batch_list]
+
+        def go() -> float:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for b in prepared:
+                step(b)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            return real / (time.perf_counter() - start)
+
+        return go
+
+    figures, config = {}, {"size": size, "layout": layout, "steps": len(batches), "videos_per_step": 8,
+                           "real_tokens": real, "device": device, "backend": backend, "dtype": str(dtype),
+                           "threads": torch.get_num_threads()}
+    for mode in ("packed", "padded", "one_at_a_time"):
+        figures[f"dit_train_tokens_per_s/{size}/{layout}/{mode}"] = {**timed(run(mode), repeats), "unit": "tokens/s",
+                                                                     "config": config}
+    ratio = figures[f"dit_train_tokens_per_s/{size}/{layout}/packed"]["median"]
+    ratio /= figures[f"dit_train_tokens_per_s/{size}/{layout}/padded"]["median"]
+    figures[f"dit_train_tokens_per_s/{size}/{layout}/ratio_packed_over_padded"] = {"median": ratio, "unit": "x",
+                                                                                   "config": config}
+    return figures
+
+
+def attention_figures(shapes, repeats: int, device: str = "cpu", backends=("loop", "sdpa", "varlen"),
+                      heads: int = 6, head_dim: int = 64) -> dict:
+    """Forward + backward time of each backend on one packed batch of the dataset mix (joint and temporal)."""
+    g = torch.Generator().manual_seed(0)
+    videos = [torch.randn(LATENT_CHANNELS, *s, generator=g) for s in shapes[:24]]
+    batch = pack(videos, GRID.patch_size, 2048).to(device)
+    rows, length = batch.video_ids.shape
+    figures = {}
+    for layout in ("joint", "temporal"):
+        groups = attention_groups(batch.video_ids, batch.coords, layout)
+        q, k, v = (torch.randn(rows, heads, length, head_dim, device=device, requires_grad=True) for _ in range(3))
+        for backend in backends:
+            def go(backend=backend) -> float:
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                out = group_attention(q, k, v, groups, backend=backend)
+                out.sum().backward()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                return (time.perf_counter() - start) * 1000
+
+            record = timed(go, repeats)
+            figures[f"attention_backend_ms/{layout}/{backend}"] = {
+                **record, "unit": "ms",
+                "config": {"rows": rows, "row_tokens": length, "videos": len(videos), "heads": heads,
+                           "head_dim": head_dim, "device": device, "pass": "forward+backward, fp32"},
+            }
+    return figures
