@@ -10,9 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from videodiff.data import ClipSampling, LatentGrid, SyntheticData, read_manifest
-from videodiff.data.batching import TokenBudgetSampler
-from videodiff.data.datasets import ClipPlanner
+from videodiff.data.sizing import LatentGrid
 from videodiff.models.attention import attention_groups, group_attention
 from videodiff.models.dit.model import DiT
 from videodiff.packing.pack import first_fit, pack
@@ -24,6 +22,9 @@ LATENT_CHANNELS = 4
 
 def dataset_mix(num: int = 200, token_budget: int = 512, seed: int = 0) -> list[tuple[int, int, int]]:
     """Latent (T, H, W) shapes of one epoch of the built-in dataset under NaViT-style random sizes."""
+    from videodiff.data import ClipSampling, SyntheticData, read_manifest
+    from videodiff.data.datasets import ClipPlanner
+
     entries = read_manifest(SyntheticData(num=num, seed=0).ensure())
     planner = ClipPlanner(GRID, ClipSampling(target_fps=8, max_frames=17, token_budget=token_budget, random_size=True))
     rng = np.random.default_rng(seed)
@@ -42,6 +43,8 @@ def tokens_of(shape: tuple[int, int, int]) -> int:
 
 def padding_figures(shapes, max_tokens: int = 1024, rows: int = 4, batch_size: int = 8, seed: int = 0) -> dict:
     """Share of token slots that are padding: greedy packing vs pad-to-max batching of the same samples."""
+    from videodiff.data.batching import TokenBudgetSampler
+
     lengths = [tokens_of(s) for s in shapes]
     order = np.random.default_rng(seed).permutation(len(lengths))
     # Packed: the data module's batches (first-fit into `rows` rows, with its look-ahead).

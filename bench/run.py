@@ -18,9 +18,6 @@ from pathlib import Path
 
 import torch
 
-from videodiff.data import ClipSampling, LatentGrid, SyntheticData, VideoDataset, read_manifest
-from videodiff.data.datasets import ClipPlanner, VideoSample
-from videodiff.data.decoding import read_frames, read_frames_pyav
 
 
 def machine() -> dict:
@@ -51,6 +48,10 @@ def repeat(fn: Callable[[], float], repeats: int) -> dict:
 
 def decode_benchmark(num_clips: int, repeats: int) -> dict:
     """Frames per second decoding every frame of the synthetic set's videos, three ways."""
+    from videodiff.data import ClipSampling, LatentGrid, SyntheticData, VideoDataset, read_manifest
+    from videodiff.data.datasets import ClipPlanner, VideoSample
+    from videodiff.data.decoding import read_frames, read_frames_pyav
+
     manifest = SyntheticData(num=num_clips, seed=0).ensure()
     entries = [e for e in read_manifest(manifest) if not e.is_image]
     total_frames = sum(e.frames for e in entries)
@@ -116,17 +117,21 @@ def write(out: Path, figures: dict) -> None:
     print(f"wrote {path} and {out / 'results.md'}")
 
 
-def packing_benchmarks(repeats: int, device: str, sizes: list[str]) -> dict:
+def packing_benchmarks(repeats: int, device: str, sizes: list[str], shapes_file: str | None) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     import packing  # bench/packing.py
 
-    shapes = packing.dataset_mix()
-    figures = packing.padding_figures(shapes)
-    for name in ("pack_padding_fraction", "pad_to_max_padding_fraction"):
-        print(f"{name}: {figures[name]['median']:.4f}", flush=True)
+    figures = {}
+    if shapes_file:  # a machine without the video stack (e.g. a bare GPU box) reuses a recorded mix
+        shapes = [tuple(s) for s in json.loads(Path(shapes_file).read_text())]
+    else:
+        shapes = packing.dataset_mix()
+        figures = packing.padding_figures(shapes)
+        for name in ("pack_padding_fraction", "pad_to_max_padding_fraction"):
+            print(f"{name}: {figures[name]['median']:.4f}", flush=True)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     for size in sizes:
-        steps = 6 if size == "tiny" else 2
+        steps = 25 if device == "cuda" else (6 if size == "tiny" else 2)
         for layout in ("joint", "factorised"):
             figs = packing.throughput_figures(shapes, size, layout, steps, repeats, device=device, dtype=dtype)
             figures.update(figs)
@@ -148,12 +153,19 @@ def main() -> None:
     parser.add_argument("--only", choices=["decode", "packing"], help="run one group of benchmarks")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sizes", default="tiny,S", help="DiT presets for the throughput figures")
+    parser.add_argument("--shapes", help="JSON list of latent (T, H, W) shapes instead of the built-in mix")
+    parser.add_argument("--save-shapes", help="write the built-in mix's latent shapes to this JSON file")
     args = parser.parse_args()
     figures = {}
     if args.only in (None, "decode"):
         figures.update(decode_benchmark(args.clips, args.repeats))
     if args.only in (None, "packing"):
-        figures.update(packing_benchmarks(args.repeats, args.device, args.sizes.split(",")))
+        figures.update(packing_benchmarks(args.repeats, args.device, args.sizes.split(","), args.shapes))
+    if args.save_shapes:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import packing
+
+        Path(args.save_shapes).write_text(json.dumps(packing.dataset_mix()) + "\n")
     write(Path(args.out), figures)
 
 

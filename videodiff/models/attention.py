@@ -208,5 +208,7 @@ def _compiled_flex():
     if _flex_compiled is None:
         from torch.nn.attention.flex_attention import flex_attention
 
-        _flex_compiled = torch.compile(flex_attention, dynamic=False)
+        # dynamic=None: row and group shapes vary batch to batch; after the first recompile the varying
+        # dims are treated as dynamic instead of compiling one kernel per shape.
+        _flex_compiled = torch.compile(flex_attention)
     return _flex_compiled
