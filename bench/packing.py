@@ -10,34 +10,35 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from videodiff.data.sizing import LatentGrid
 from videodiff.models.attention import attention_groups, group_attention
 from videodiff.models.dit.model import DiT
 from videodiff.packing.pack import first_fit, pack
 
 # The tiny autoencoder's strides and the DiT's 2x2 patches, as in configs/data/synthetic.yaml.
-GRID = LatentGrid(temporal_compression=2, spatial_compression=4, patch_size=(1, 2, 2))
+TEMPORAL, SPATIAL, PATCH = 2, 4, (1, 2, 2)
 LATENT_CHANNELS = 4
 
 
 def dataset_mix(num: int = 200, token_budget: int = 512, seed: int = 0) -> list[tuple[int, int, int]]:
     """Latent (T, H, W) shapes of one epoch of the built-in dataset under NaViT-style random sizes."""
-    from videodiff.data import ClipSampling, SyntheticData, read_manifest
+    # Imported here: the video stack (decord, PyAV) is needed for the mix only, not on a bare GPU machine.
+    from videodiff.data import ClipSampling, LatentGrid, SyntheticData, read_manifest
     from videodiff.data.datasets import ClipPlanner
 
+    grid = LatentGrid(temporal_compression=TEMPORAL, spatial_compression=SPATIAL, patch_size=PATCH)
     entries = read_manifest(SyntheticData(num=num, seed=0).ensure())
-    planner = ClipPlanner(GRID, ClipSampling(target_fps=8, max_frames=17, token_budget=token_budget, random_size=True))
+    planner = ClipPlanner(grid, ClipSampling(target_fps=8, max_frames=17, token_budget=token_budget, random_size=True))
     rng = np.random.default_rng(seed)
     shapes = []
     for i, entry in enumerate(entries):
         t, h, w = planner.plan(i, entry, rng).plan.shape
-        shapes.append((GRID.latent_frames(t), h // GRID.spatial_compression, w // GRID.spatial_compression))
+        shapes.append((grid.latent_frames(t), h // SPATIAL, w // SPATIAL))
     return shapes
 
 
 def tokens_of(shape: tuple[int, int, int]) -> int:
     t, h, w = shape
-    pt, ph, pw = GRID.patch_size
+    pt, ph, pw = PATCH
     return max(1, t // pt) * (h // ph) * (w // pw)
 
 
@@ -85,7 +86,7 @@ def throughput_figures(shapes, size: str, layout: str, steps: int, repeats: int,
     """Training tokens/s (forward + backward + AdamW step, real tokens only) three ways on the same videos."""
     g = torch.Generator().manual_seed(0)
     videos = [torch.randn(LATENT_CHANNELS, *s, generator=g) for s in shapes]
-    model = DiT(in_channels=LATENT_CHANNELS, patch_size=GRID.patch_size, size=size, layout=layout,
+    model = DiT(in_channels=LATENT_CHANNELS, patch_size=PATCH, size=size, layout=layout,
                 attention_backend=backend).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
     max_tokens = 1024
@@ -108,12 +109,12 @@ def throughput_figures(shapes, size: str, layout: str, steps: int, repeats: int,
     def layouts(mode: str):
         for group in batches:
             if mode == "packed":
-                yield [pack(group, GRID.patch_size, max_tokens).to(device)]
+                yield [pack(group, PATCH, max_tokens).to(device)]
             elif mode == "padded":  # one video per row, padded to the longest: a key-padding mask
                 longest = max(tokens_of(tuple(v.shape[1:])) for v in group)
-                yield [pack(group, GRID.patch_size, longest, one_per_row=True).to(device)]
+                yield [pack(group, PATCH, longest, one_per_row=True).to(device)]
             else:
-                yield [pack([v], GRID.patch_size, tokens_of(tuple(v.shape[1:]))).to(device) for v in group]
+                yield [pack([v], PATCH, tokens_of(tuple(v.shape[1:]))).to(device) for v in group]
 
     def run(mode: str) -> Callable[[], float]:
         prepared = [b for batch_list in layouts(mode) for b in batch_list]
@@ -148,7 +149,7 @@ def attention_figures(shapes, repeats: int, device: str = "cpu", backends=("loop
     """Forward + backward time of each backend on one packed batch of the dataset mix (joint and temporal)."""
     g = torch.Generator().manual_seed(0)
     videos = [torch.randn(LATENT_CHANNELS, *s, generator=g) for s in shapes[:24]]
-    batch = pack(videos, GRID.patch_size, 2048).to(device)
+    batch = pack(videos, PATCH, 2048).to(device)
     rows, length = batch.video_ids.shape
     figures = {}
     for layout in ("joint", "temporal"):
