@@ -64,8 +64,13 @@ def padding_figures(shapes, max_tokens: int = 1024, rows: int = 4, batch_size: i
         for k in range(0, len(order), batch_size)
     )
     real = sum(lengths)
-    config = {"samples": len(lengths), "max_tokens": max_tokens, "rows_per_batch": rows, "pad_batch_size": batch_size,
-              "mix": "built-in synthetic set, 200 clips, random sizes, token budget 512, tiny AE + 2x2 patches"}
+    config = {
+        "samples": len(lengths),
+        "max_tokens": max_tokens,
+        "rows_per_batch": rows,
+        "pad_batch_size": batch_size,
+        "mix": "built-in synthetic set, 200 clips, random sizes, token budget 512, tiny AE + 2x2 patches",
+    }
     fig = lambda value: {"median": value, "unit": "fraction", "config": config}
     return {
         "pack_padding_fraction": fig(1 - real / packed_slots),
@@ -81,13 +86,22 @@ def timed(fn: Callable[[], float], repeats: int) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "repeats": repeats}
 
 
-def throughput_figures(shapes, size: str, layout: str, steps: int, repeats: int, device: str = "cpu",
-                       backend: str = "auto", dtype: torch.dtype = torch.float32) -> dict:
+def throughput_figures(
+    shapes,
+    size: str,
+    layout: str,
+    steps: int,
+    repeats: int,
+    device: str = "cpu",
+    backend: str = "auto",
+    dtype: torch.dtype = torch.float32,
+) -> dict:
     """Training tokens/s (forward + backward + AdamW step, real tokens only) three ways on the same videos."""
     g = torch.Generator().manual_seed(0)
     videos = [torch.randn(LATENT_CHANNELS, *s, generator=g) for s in shapes]
-    model = DiT(in_channels=LATENT_CHANNELS, patch_size=PATCH, size=size, layout=layout,
-                attention_backend=backend).to(device)
+    model = DiT(in_channels=LATENT_CHANNELS, patch_size=PATCH, size=size, layout=layout, attention_backend=backend).to(
+        device
+    )
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
     max_tokens = 1024
     batches = []
@@ -131,21 +145,39 @@ def throughput_figures(shapes, size: str, layout: str, steps: int, repeats: int,
 
         return go
 
-    figures, config = {}, {"size": size, "layout": layout, "steps": len(batches), "videos_per_step": 8,
-                           "real_tokens": real, "device": device, "backend": backend, "dtype": str(dtype),
-                           "threads": torch.get_num_threads()}
+    figures, config = (
+        {},
+        {
+            "size": size,
+            "layout": layout,
+            "steps": len(batches),
+            "videos_per_step": 8,
+            "real_tokens": real,
+            "device": device,
+            "backend": backend,
+            "dtype": str(dtype),
+            "threads": torch.get_num_threads(),
+        },
+    )
     for mode in ("packed", "padded", "one_at_a_time"):
-        figures[f"dit_train_tokens_per_s/{size}/{layout}/{mode}"] = {**timed(run(mode), repeats), "unit": "tokens/s",
-                                                                     "config": config}
+        figures[f"dit_train_tokens_per_s/{size}/{layout}/{mode}"] = {
+            **timed(run(mode), repeats),
+            "unit": "tokens/s",
+            "config": config,
+        }
     ratio = figures[f"dit_train_tokens_per_s/{size}/{layout}/packed"]["median"]
     ratio /= figures[f"dit_train_tokens_per_s/{size}/{layout}/padded"]["median"]
-    figures[f"dit_train_tokens_per_s/{size}/{layout}/ratio_packed_over_padded"] = {"median": ratio, "unit": "x",
-                                                                                   "config": config}
+    figures[f"dit_train_tokens_per_s/{size}/{layout}/ratio_packed_over_padded"] = {
+        "median": ratio,
+        "unit": "x",
+        "config": config,
+    }
     return figures
 
 
-def attention_figures(shapes, repeats: int, device: str = "cpu", backends=("loop", "sdpa", "varlen"),
-                      heads: int = 6, head_dim: int = 64) -> dict:
+def attention_figures(
+    shapes, repeats: int, device: str = "cpu", backends=("loop", "sdpa", "varlen"), heads: int = 6, head_dim: int = 64
+) -> dict:
     """Forward + backward time of each backend on one packed batch of the dataset mix (joint and temporal)."""
     g = torch.Generator().manual_seed(0)
     videos = [torch.randn(LATENT_CHANNELS, *s, generator=g) for s in shapes[:24]]
@@ -156,7 +188,8 @@ def attention_figures(shapes, repeats: int, device: str = "cpu", backends=("loop
         groups = attention_groups(batch.video_ids, batch.coords, layout)
         q, k, v = (torch.randn(rows, heads, length, head_dim, device=device, requires_grad=True) for _ in range(3))
         for backend in backends:
-            def go(backend=backend) -> float:
+
+            def go(backend=backend, q=q, k=k, v=v, groups=groups) -> float:
                 if device == "cuda":
                     torch.cuda.synchronize()
                 start = time.perf_counter()
@@ -168,8 +201,16 @@ def attention_figures(shapes, repeats: int, device: str = "cpu", backends=("loop
 
             record = timed(go, repeats)
             figures[f"attention_backend_ms/{layout}/{backend}"] = {
-                **record, "unit": "ms",
-                "config": {"rows": rows, "row_tokens": length, "videos": len(videos), "heads": heads,
-                           "head_dim": head_dim, "device": device, "pass": "forward+backward, fp32"},
+                **record,
+                "unit": "ms",
+                "config": {
+                    "rows": rows,
+                    "row_tokens": length,
+                    "videos": len(videos),
+                    "heads": heads,
+                    "head_dim": head_dim,
+                    "device": device,
+                    "pass": "forward+backward, fp32",
+                },
             }
     return figures

@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 
-
 def machine() -> dict:
     cpu = platform.processor() or "unknown"
     try:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from videodiff.data import synthetic
+from videodiff.data.decoding import read_frames
 from videodiff.data.manifest import read_manifest
 from videodiff.data.synthetic import COLORS, Scene, SceneObject, caption_for, parse_caption, render_scene
 
@@ -86,8 +87,9 @@ def test_generate_is_deterministic_and_prefix_stable(tmp_path):
     strip = lambda entries: [(e.caption, e.frames, e.fps, e.height, e.width, e.extra) for e in entries]
     assert strip(a) == strip(b)[:6]
     assert (tmp_path / "a/clips").is_dir() and all(e.path.startswith(str(tmp_path / "a")) for e in a)
-    bytes_a = sorted(p.read_bytes() for p in (tmp_path / "a/clips").iterdir())
-    c = synthetic.generate(tmp_path / "c", num=6, seed=5, image_fraction=0.3)
-    assert bytes_a == sorted(p.read_bytes() for p in (c.parent / "clips").iterdir())
+    # Same decoded frames (x264's bitstream itself is not always byte-identical from run to run).
+    c = read_manifest(synthetic.generate(tmp_path / "c", num=6, seed=5, image_fraction=0.3))
+    for x, y in zip(a, c, strict=True):
+        assert np.array_equal(read_frames(x.path), read_frames(y.path))
     other = read_manifest(synthetic.generate(tmp_path / "d", num=6, seed=6, image_fraction=0.3))
     assert strip(other) != strip(a)

@@ -37,8 +37,15 @@ def test_auto_picks_a_fused_backend_on_cuda():
 
 @pytest.mark.parametrize("backend", ["flex", "varlen"])
 def test_packed_equals_alone_on_cuda(backend):
-    model = randomize(DiT(in_channels=4, patch_size=PATCH, layout="factorised", factorised="sequential",
-                          attention_backend=backend)).to(cuda).eval()
+    model = (
+        randomize(
+            DiT(
+                in_channels=4, patch_size=PATCH, layout="factorised", factorised="sequential", attention_backend=backend
+            )
+        )
+        .to(cuda)
+        .eval()
+    )
     vids = [v.to(cuda) for v in videos()]
     batch = pack(vids, PATCH, 24)
     packed = unpack(model(batch.tokens, torch.arange(4, device=cuda), batch), batch)

@@ -108,8 +108,19 @@ class TokenBudgetSampler(_EpochPlanSampler):
     formed here always fits.
     """
 
-    def __init__(self, entries, planner, max_tokens: int, rows: int, shuffle: bool, seed=0, randomise=False,
-                 num_replicas=1, rank=0, lookahead: int = 32):
+    def __init__(
+        self,
+        entries,
+        planner,
+        max_tokens: int,
+        rows: int,
+        shuffle: bool,
+        seed=0,
+        randomise=False,
+        num_replicas=1,
+        rank=0,
+        lookahead: int = 32,
+    ):
         if max_tokens < 1 or rows < 1:
             raise ValueError(f"max_tokens and rows must be >= 1, got {max_tokens}, {rows}")
         super().__init__(entries, planner, shuffle, seed, randomise, num_replicas, rank)
@@ -143,7 +154,6 @@ class TokenBudgetSampler(_EpochPlanSampler):
 class Batching(ABC):
     """A batching strategy: which planned samples go together, and how they are collated."""
 
-    @abstractmethod
     def sampler(
         self,
         entries: Sequence[ManifestEntry],
@@ -154,6 +164,14 @@ class Batching(ABC):
         rank: int = 0,
     ) -> Sampler:
         """A batch sampler yielding lists of ``SampleRequest``; shards itself across ``num_replicas``."""
+        randomise = train and planner.sampling.random_size
+        return self.make_sampler(
+            entries, planner, shuffle=train, seed=seed, randomise=randomise, num_replicas=num_replicas, rank=rank
+        )
+
+    @abstractmethod
+    def make_sampler(self, entries: Sequence[ManifestEntry], planner: ClipPlanner, **common) -> Sampler:
+        """The strategy's sampler; ``common`` holds shuffle, seed, randomise, num_replicas and rank."""
 
     @property
     @abstractmethod
@@ -178,18 +196,8 @@ class PackedRows(Batching):
             raise ValueError(f"PackedRows: max_tokens and rows must be >= 1, got {max_tokens}, {rows}")
         self.max_tokens, self.rows, self.lookahead = max_tokens, rows, lookahead
 
-    def sampler(self, entries, planner, train, seed, num_replicas=1, rank=0) -> Sampler:
-        return TokenBudgetSampler(
-            entries,
-            planner,
-            self.max_tokens,
-            self.rows,
-            shuffle=train,
-            seed=seed,
-            randomise=train and planner.sampling.random_size,
-            num_replicas=num_replicas,
-            rank=rank,
-        )
+    def make_sampler(self, entries, planner, **common) -> Sampler:
+        return TokenBudgetSampler(entries, planner, self.max_tokens, self.rows, lookahead=self.lookahead, **common)
 
     @property
     def collate_fn(self) -> Callable:
@@ -208,25 +216,8 @@ class ShapeBuckets(Batching):
             raise ValueError(f"ShapeBuckets: batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
 
-    def sampler(
-        self,
-        entries: Sequence[ManifestEntry],
-        planner: ClipPlanner,
-        train: bool,
-        seed: int,
-        num_replicas: int = 1,
-        rank: int = 0,
-    ) -> Sampler:
-        return ShapeBucketSampler(
-            entries,
-            planner,
-            self.batch_size,
-            shuffle=train,
-            seed=seed,
-            randomise=train and planner.sampling.random_size,
-            num_replicas=num_replicas,
-            rank=rank,
-        )
+    def make_sampler(self, entries, planner, **common) -> Sampler:
+        return ShapeBucketSampler(entries, planner, self.batch_size, **common)
 
     @property
     def collate_fn(self) -> Callable:

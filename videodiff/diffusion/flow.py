@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-from videodiff.diffusion.gaussian import ModelFn, extract_continuous, masked_mean
+from videodiff.diffusion.gaussian import ModelFn, extract_continuous, prediction_mse
 
 TimestepSampling = Literal["uniform", "logit_normal"]
 
@@ -86,7 +86,5 @@ class RectifiedFlow:
         """``loss`` = ``mse`` of the velocity over the kept samples/tokens (see GaussianDiffusion)."""
         noise = torch.randn_like(x0) if noise is None else noise
         prediction = model_fn(self.q_sample(x0, t, noise), self.model_timesteps(t))
-        if prediction.shape != x0.shape:
-            raise ValueError(f"model prediction has shape {tuple(prediction.shape)}, expected {tuple(x0.shape)}")
-        mse = masked_mean((self.target(x0, noise, t) - prediction) ** 2, mask, t.ndim)
+        mse = prediction_mse(prediction, self.target(x0, noise, t), mask, t.ndim)
         return {"loss": mse, "mse": mse}

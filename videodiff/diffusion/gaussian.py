@@ -50,6 +50,15 @@ def masked_mean(values: torch.Tensor, t_shape_mask: torch.Tensor | None, prefix_
     return (per_item * weight).sum() / weight.sum().clamp_min(1.0)
 
 
+def prediction_mse(
+    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, prefix_ndim: int
+) -> torch.Tensor:
+    """Masked mean squared error of a model's prediction; its shape must be the target's."""
+    if prediction.shape != target.shape:
+        raise ValueError(f"model prediction has shape {tuple(prediction.shape)}, expected {tuple(target.shape)}")
+    return masked_mean((target - prediction) ** 2, mask, prefix_ndim)
+
+
 def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
     """KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))), elementwise, in nats."""
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
@@ -255,9 +264,7 @@ class GaussianDiffusion:
         xt = self.q_sample(x0, t, noise)
         model_output = model_fn(xt, self.model_timesteps(t))
         prediction, values = self.split_output(model_output)
-        if prediction.shape != x0.shape:
-            raise ValueError(f"model prediction has shape {tuple(prediction.shape)}, expected {tuple(x0.shape)}")
-        mse = masked_mean((self.target(x0, noise, t) - prediction) ** 2, mask, t.ndim)
+        mse = prediction_mse(prediction, self.target(x0, noise, t), mask, t.ndim)
         terms = {"mse": mse, "loss": mse}
         if values is not None:
             # The bound trains the variance only: the mean is learned by the simple loss (stop-gradient).

@@ -60,8 +60,12 @@ class PackedCollator:
         if not samples:
             raise ValueError(f"every sample of the batch was unreadable: {skipped}")
         packed = pack(
-            [s.video for s in samples], self.patch, self.max_tokens, num_rows=self.rows,
-            dropping=self.dropping, generator=self.generator,
+            [s.video for s in samples],
+            self.patch,
+            self.max_tokens,
+            num_rows=self.rows,
+            dropping=self.dropping,
+            generator=self.generator,
         )
         return PackedVideoBatch(
             packed=packed,
