@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from videodiff.models.attention import attention_groups
+from videodiff.models.attention import GroupPlan, attention_groups
 from videodiff.models.dit.embeddings import Rope3D
 from videodiff.models.dit.model import DiT, DiTBlock, parameter_counts
 from videodiff.packing.pack import TokenDropping, kept_masks, pack, unpack
@@ -92,10 +92,13 @@ def test_factorised_spatial_attention_on_one_frame_is_joint_attention():
 
     def outputs(vids):
         batch = pack(vids, (1, 1, 1), max_tokens=64)
-        groups = {k: attention_groups(batch.video_ids, batch.coords, k) for k in ("joint", "spatial")}
+        plans = {
+            k: GroupPlan(attention_groups(batch.video_ids, batch.coords, k), backend="loop")
+            for k in ("joint", "spatial")
+        }
         h = torch.randn(*batch.tokens.shape[:2], 32, generator=torch.Generator().manual_seed(3))
         rope = Rope3D(16).angles(batch.coords)
-        return (block(h, cond, batch, groups, "loop", rope) for block in (joint, spatial))
+        return (block(h, cond, batch, plans, rope) for block in (joint, spatial))
 
     a, b = outputs([torch.zeros(1, 1, 4, 5), torch.zeros(1, 1, 3, 3)])  # images: T = 1
     torch.testing.assert_close(a, b)

@@ -70,6 +70,111 @@ def resolve_backend(backend: Backend, device: torch.device, q_len: int, kv_len: 
     return choice
 
 
+class GroupPlan:
+    """Everything about a group layout that does not depend on q, k, v, computed once per batch.
+
+    A DiT applies the same layout in every block; the masks, sort orders and length buckets are built here
+    once and reused by every layer (and by the backward pass).
+
+    Args:
+        q_groups: (R, L) group id per query (-1 = padding).
+        kv_groups: (R, S) group id per key, default ``q_groups`` (self-attention).
+        backend: see the module docstring.
+    """
+
+    def __init__(self, q_groups: torch.Tensor, kv_groups: torch.Tensor | None = None, backend: Backend = "auto"):
+        self.q_groups = q_groups
+        self.kv_groups = q_groups if kv_groups is None else kv_groups
+        self.backend = resolve_backend(backend, q_groups.device, q_groups.shape[1], self.kv_groups.shape[1])
+        # Queries with at least one key of their group (others return zeros): (R, L). Group ids are unique
+        # across the batch and never span rows, so membership can be tested batch-wide.
+        self.has_key = (self.q_groups >= 0) & torch.isin(self.q_groups, self.kv_groups)
+        if self.backend == "sdpa":
+            same = self.q_groups[:, :, None] == self.kv_groups[:, None, :]  # (R, L, S)
+            # A query with no key would give NaN; let it attend to everything and zero it afterwards.
+            self.dense_mask = (same | ~self.has_key[:, :, None])[:, None]  # (R, 1, L, S)
+        elif self.backend == "varlen":
+            self._prepare_varlen()
+        elif self.backend == "flex":
+            self._prepare_flex()
+
+    def _prepare_varlen(self) -> None:
+        valid_q, valid_k = self.q_groups[self.q_groups >= 0], self.kv_groups[self.kv_groups >= 0]
+        ids = torch.unique(torch.cat([valid_q, valid_k]))
+        self.q_pos, self.q_starts = _sorted_groups(self.q_groups, ids)
+        self.k_pos, self.k_starts = _sorted_groups(self.kv_groups, ids)
+        q_len, k_len = self.q_starts.diff(), self.k_starts.diff()
+        self.max_q = int(q_len.max()) if len(q_len) else 0
+        self.max_k = int(k_len.max()) if len(k_len) else 0
+        # Groups of equal (query, key) length, stacked for one batched SDPA call each (the CPU path).
+        self.buckets = []
+        device = self.q_groups.device
+        for lq, lk in torch.unique(torch.stack([q_len, k_len], dim=1), dim=0).tolist():
+            if lq == 0 or lk == 0:
+                continue
+            members = ((q_len == lq) & (k_len == lk)).nonzero(as_tuple=True)[0]
+            q_index = self.q_pos[self.q_starts[members][:, None] + torch.arange(lq, device=device)]  # (G, lq)
+            k_index = self.k_pos[self.k_starts[members][:, None] + torch.arange(lk, device=device)]  # (G, lk)
+            self.buckets.append((q_index, k_index))
+
+    def _prepare_flex(self) -> None:
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        q_groups, kv_groups = self.q_groups, self.kv_groups
+
+        def mask_mod(b, h, qi, ki):
+            return (q_groups[b, qi] == kv_groups[b, ki]) & (q_groups[b, qi] >= 0)
+
+        rows, length, kv_length = q_groups.shape[0], q_groups.shape[1], kv_groups.shape[1]
+        self.block_mask = create_block_mask(mask_mod, rows, None, length, kv_length, device=q_groups.device)
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(R, H, L, Dh) queries, (R, H, S, Dh) keys and values -> (R, H, L, Dh), zeros at padding."""
+        if self.backend == "loop":
+            return _loop(q, k, v, self.q_groups, self.kv_groups)
+        if self.backend == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.dense_mask)
+        elif self.backend == "varlen":
+            out = self._varlen(q, k, v)
+        else:
+            out = self._flex(q, k, v)
+        return out * self.has_key[:, None, :, None].to(out.dtype)
+
+    def _varlen(self, q, k, v):
+        q_flat, k_flat, v_flat = _flatten(q), _flatten(k), _flatten(v)
+        out = torch.zeros_like(q_flat)
+        if q.is_cuda and flash_attn_available():
+            from flash_attn import flash_attn_varlen_func
+
+            attended = flash_attn_varlen_func(
+                q_flat[self.q_pos],
+                k_flat[self.k_pos],
+                v_flat[self.k_pos],
+                self.q_starts.int(),
+                self.k_starts.int(),
+                self.max_q,
+                self.max_k,
+            )
+            return _unflatten(out.index_put((self.q_pos,), attended), q.shape[0])
+        for q_index, k_index in self.buckets:
+            attended = F.scaled_dot_product_attention(
+                q_flat[q_index].transpose(1, 2), k_flat[k_index].transpose(1, 2), v_flat[k_index].transpose(1, 2)
+            )  # (G, H, lq, Dh)
+            out = out.index_put((q_index.reshape(-1),), attended.transpose(1, 2).reshape(-1, *q_flat.shape[1:]))
+        return _unflatten(out, q.shape[0])
+
+    def _flex(self, q, k, v):
+        from torch.nn.attention.flex_attention import flex_attention
+
+        if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+            raise RuntimeError(
+                "attention backend 'flex' has no backward pass on CPU in PyTorch; use 'varlen' or 'sdpa' "
+                "(or 'auto') for CPU training, or run under torch.no_grad()"
+            )
+        run = _compiled_flex() if q.is_cuda else flex_attention
+        return run(q, k, v, block_mask=self.block_mask)
+
+
 def group_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -78,7 +183,7 @@ def group_attention(
     kv_groups: torch.Tensor | None = None,
     backend: Backend = "auto",
 ) -> torch.Tensor:
-    """Scaled dot-product attention within groups.
+    """Scaled dot-product attention within groups (a one-off ``GroupPlan``; reuse a plan across layers).
 
     Args:
         q: (R, H, L, Dh); k, v: (R, H, S, Dh).
@@ -87,15 +192,7 @@ def group_attention(
     Returns:
         (R, H, L, Dh), zeros for padding queries.
     """
-    kv_groups = q_groups if kv_groups is None else kv_groups
-    choice = resolve_backend(backend, q.device, q.shape[2], k.shape[2])
-    if choice == "loop":
-        return _loop(q, k, v, q_groups, kv_groups)
-    if choice == "sdpa":
-        return _dense(q, k, v, q_groups, kv_groups)
-    if choice == "varlen":
-        return _varlen(q, k, v, q_groups, kv_groups)
-    return _flex(q, k, v, q_groups, kv_groups)
+    return GroupPlan(q_groups, kv_groups, backend)(q, k, v)
 
 
 def _flatten(x: torch.Tensor) -> torch.Tensor:
@@ -122,15 +219,6 @@ def _loop(q, k, v, q_groups, kv_groups):
     return _unflatten(out, q.shape[0])
 
 
-def _dense(q, k, v, q_groups, kv_groups):
-    mask = (q_groups[:, :, None] == kv_groups[:, None, :]) & (q_groups >= 0)[:, :, None]  # (R, L, S)
-    has_key = mask.any(-1, keepdim=True)
-    # A query with no key would give NaN; let it attend to everything and zero it afterwards.
-    mask = mask | ~has_key
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
-    return out * has_key[:, None].to(out.dtype)
-
-
 def _sorted_groups(groups: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat positions sorted by dense group index, and each dense group's start offset (cu_seqlens)."""
     flat = groups.reshape(-1)
@@ -141,63 +229,6 @@ def _sorted_groups(groups: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tenso
     starts = torch.zeros(len(ids) + 1, dtype=torch.long, device=groups.device)
     starts[1:] = counts.cumsum(0)
     return valid[order], starts
-
-
-def _varlen(q, k, v, q_groups, kv_groups):
-    rows = q.shape[0]
-    valid_q, valid_k = q_groups[q_groups >= 0], kv_groups[kv_groups >= 0]
-    ids = torch.unique(torch.cat([valid_q, valid_k]))
-    q_pos, q_starts = _sorted_groups(q_groups, ids)
-    k_pos, k_starts = _sorted_groups(kv_groups, ids)
-    q_flat, k_flat, v_flat = _flatten(q), _flatten(k), _flatten(v)
-    out = torch.zeros_like(q_flat)
-    q_len, k_len = q_starts.diff(), k_starts.diff()
-    if q.is_cuda and flash_attn_available():
-        from flash_attn import flash_attn_varlen_func
-
-        attended = flash_attn_varlen_func(
-            q_flat[q_pos],
-            k_flat[k_pos],
-            v_flat[k_pos],
-            q_starts.int(),
-            k_starts.int(),
-            int(q_len.max()),
-            int(k_len.max()),
-        )
-        # Groups with queries but no keys: flash returns zeros for them already.
-        return _unflatten(out.index_put((q_pos,), attended), rows)
-    # Stack groups of equal (query, key) length into one batched SDPA call per distinct pair.
-    pairs = torch.stack([q_len, k_len], dim=1)
-    for lq, lk in torch.unique(pairs, dim=0).tolist():
-        if lq == 0 or lk == 0:
-            continue
-        members = ((q_len == lq) & (k_len == lk)).nonzero(as_tuple=True)[0]
-        q_index = q_pos[q_starts[members][:, None] + torch.arange(lq, device=q.device)]  # (G, lq)
-        k_index = k_pos[k_starts[members][:, None] + torch.arange(lk, device=q.device)]  # (G, lk)
-        attended = F.scaled_dot_product_attention(
-            q_flat[q_index].transpose(1, 2), k_flat[k_index].transpose(1, 2), v_flat[k_index].transpose(1, 2)
-        )  # (G, H, lq, Dh)
-        out = out.index_put((q_index.reshape(-1),), attended.transpose(1, 2).reshape(-1, *q_flat.shape[1:]))
-    return _unflatten(out, rows)
-
-
-def _flex(q, k, v, q_groups, kv_groups):
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
-    if q.device.type == "cpu" and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
-        raise RuntimeError(
-            "attention backend 'flex' has no backward pass on CPU in PyTorch; use 'varlen' or 'sdpa' "
-            "(or 'auto') for CPU training, or run under torch.no_grad()"
-        )
-
-    def mask_mod(b, h, qi, ki):
-        return (q_groups[b, qi] == kv_groups[b, ki]) & (q_groups[b, qi] >= 0)
-
-    block_mask = create_block_mask(mask_mod, q.shape[0], None, q.shape[2], k.shape[2], device=q.device)
-    run = _compiled_flex() if q.is_cuda else flex_attention
-    out = run(q, k, v, block_mask=block_mask)
-    has_key = ((q_groups[:, :, None] == kv_groups[:, None, :]).any(-1) & (q_groups >= 0))[:, None, :, None]
-    return out * has_key.to(out.dtype)
 
 
 _flex_compiled = None

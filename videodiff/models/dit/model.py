@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from videodiff.models.attention import Backend, Layout, attention_groups, group_attention
+from videodiff.models.attention import Backend, GroupPlan, Layout, attention_groups
 from videodiff.models.dit.embeddings import CaptionProjection, LabelEmbedder, Rope3D, SinCos3D, TimestepEmbedder
 from videodiff.packing.pack import PackedBatch
 
@@ -48,14 +48,14 @@ class GroupAttention(nn.Module):
         self.kv = nn.Linear(kv_dim or hidden_size, 2 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x, groups, backend: Backend, rope=None, context=None, context_groups=None):
+    def forward(self, x, plan: GroupPlan, rope=None, context=None):
         heads = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # (R, L, C) -> (R, H, L, Dh)
         q = heads(self.q(x))
         k, v = (heads(t) for t in self.kv(x if context is None else context).chunk(2, dim=-1))
         if rope is not None:
             cos, sin = rope
             q, k = Rope3D.rotate(q, cos, sin), Rope3D.rotate(k, cos, sin)
-        out = group_attention(q, k, v, groups, context_groups, backend=backend)  # (R, H, L, Dh)
+        out = plan(q, k, v)  # (R, H, L, Dh)
         return self.proj(out.transpose(1, 2).flatten(2))
 
 
@@ -79,16 +79,14 @@ class DiTBlock(nn.Module):
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
 
-    def forward(self, x, cond, batch: PackedBatch, groups: dict, backend: Backend, rope=None, context=None):
+    def forward(self, x, cond, batch: PackedBatch, plans: dict, rope=None, context=None):
+        """``plans`` maps each layout (and ``"cross"``) to its ``GroupPlan``; ``context`` is (R, S, C) tokens."""
         mods = batch.gather(self.modulation(cond)).chunk(3 * (len(self.layouts) + 1), dim=-1)  # each (R, L, C)
         for i, (layout, norm, attn) in enumerate(zip(self.layouts, self.norms, self.attns, strict=True)):
             shift, scale, gate = mods[3 * i : 3 * i + 3]
-            x = x + gate * attn(modulate(norm(x), shift, scale), groups[layout], backend, rope=rope)
+            x = x + gate * attn(modulate(norm(x), shift, scale), plans[layout], rope=rope)
         if self.cross is not None:
-            tokens, token_groups = context
-            x = x + self.cross(
-                self.cross_norm(x), groups["joint"], backend, context=tokens, context_groups=token_groups
-            )
+            x = x + self.cross(self.cross_norm(x), plans["cross"], context=context)
         shift, scale, gate = mods[-3:]
         return x + gate * self.mlp(modulate(self.mlp_norm(x), shift, scale))
 
@@ -242,23 +240,27 @@ class DiT(nn.Module):
         Returns:
             (R, L, patch_dim * out_factor), zeros at padding.
         """
-        groups = {
-            layout: attention_groups(batch.video_ids, batch.coords, layout)
-            for layout in ("joint", "spatial", "temporal")
+        # One plan per layout, shared by every block (masks, sort orders and buckets are built once).
+        layouts = {layout for block in self.blocks for layout in block.layouts}
+        plans = {
+            layout: GroupPlan(attention_groups(batch.video_ids, batch.coords, layout), backend=self.attention_backend)
+            for layout in layouts
         }
+        context = self._context(captions, batch)
+        if context is not None:
+            context, context_groups = context
+            joint = attention_groups(batch.video_ids, batch.coords, "joint")
+            plans["cross"] = GroupPlan(joint, context_groups, backend=self.attention_backend)
         h = self.embed(x)  # (R, L, C)
         if self.sincos is not None:
             h = h + self.sincos(batch.coords).to(h.dtype)
         rope = self.rope.angles(batch.coords) if self.rope is not None else None
         cond = self.condition(timesteps, labels)  # (N, C)
-        context = self._context(captions, batch)
         for block in self.blocks:
             if self.gradient_checkpointing and self.training:
-                h = checkpoint(
-                    block, h, cond, batch, groups, self.attention_backend, rope, context, use_reentrant=False
-                )
+                h = checkpoint(block, h, cond, batch, plans, rope, context, use_reentrant=False)
             else:
-                h = block(h, cond, batch, groups, self.attention_backend, rope, context)
+                h = block(h, cond, batch, plans, rope, context)
         out = self.final(h, cond, batch)
         return out * batch.mask[..., None].to(out.dtype)
 
