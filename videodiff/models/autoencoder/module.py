@@ -1,0 +1,129 @@
+"""AutoencoderModule: trains the causal video VAE on the shared VideoDataModule (same-shape batches)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningModule
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from videodiff.data.datasets import VideoBatch
+from videodiff.data.sizing import LatentGrid
+from videodiff.models.autoencoder.model import VideoAutoencoder
+
+
+class AutoencoderModule(LightningModule):
+    """Reconstruction (L1 or L2) + KL training of a ``VideoAutoencoder``.
+
+    The loss is ``mean |x - x̂|`` (or squared) + ``kl_weight`` x KL per latent element, so the weight means
+    the same at any clip size. Validation logs ``val/psnr`` and ``val/ssim`` (frames in [0, 1]) of the
+    posterior mode, and estimates the latent scale (1 / std of the latents) that the DiT divides by, kept in
+    the checkpoint as the buffer ``latent_scale``. Reconstructions of the first validation batch are written
+    side by side (input | output) as mp4 into ``<log dir>/reconstructions/``.
+
+    Args:
+        autoencoder: the network.
+        reconstruction: ``l1`` or ``l2``.
+        kl_weight: weight of the KL term per latent element.
+        lr, betas, weight_decay: AdamW.
+        warmup_steps: linear learning-rate warm-up.
+        write_reconstructions: write the side-by-side videos each validation epoch.
+    """
+
+    def __init__(
+        self,
+        autoencoder: VideoAutoencoder,
+        reconstruction: Literal["l1", "l2"] = "l1",
+        kl_weight: float = 1e-4,
+        lr: float = 2e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        warmup_steps: int = 100,
+        write_reconstructions: bool = True,
+    ):
+        super().__init__()
+        if reconstruction not in ("l1", "l2"):
+            raise ValueError(f"reconstruction must be 'l1' or 'l2', got {reconstruction!r}")
+        self.save_hyperparameters(ignore=["autoencoder"])
+        self.autoencoder = autoencoder
+        self.register_buffer("latent_scale", torch.tensor(1.0))
+        self._latent_moments: list[torch.Tensor] = []
+
+    @property
+    def latent_grid(self) -> LatentGrid:
+        """How this autoencoder maps pixels to latents (the data module's grid, with 1x1x1 patches)."""
+        ae = self.autoencoder
+        return LatentGrid(ae.temporal_compression, ae.spatial_compression, (1, 1, 1), causal=True)
+
+    def _losses(self, video: torch.Tensor, sample: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        recon, posterior = self.autoencoder(video, sample=sample)
+        error = recon - video
+        rec = error.abs().mean() if self.hparams.reconstruction == "l1" else error.pow(2).mean()
+        kl = posterior.kl().mean() / posterior.mean[0].numel()
+        return {"rec": rec, "kl": kl, "loss": rec + self.hparams.kl_weight * kl}, recon, posterior.mode()
+
+    def training_step(self, batch: VideoBatch, batch_idx: int) -> torch.Tensor | None:
+        if len(batch) == 0:  # every sample of the batch was unreadable (counted by the data module)
+            return None
+        losses, _, _ = self._losses(batch.video, sample=True)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch), prog_bar=True)
+        return losses["loss"]
+
+    def validation_step(self, batch: VideoBatch, batch_idx: int) -> None:
+        if len(batch) == 0:
+            return
+        losses, recon, latents = self._losses(batch.video, sample=False)
+        frames = lambda v: ((v.clamp(-1, 1) + 1) / 2).transpose(1, 2).flatten(0, 1)  # (B T, C, H, W) in [0, 1]
+        real, fake = frames(batch.video), frames(recon)
+        side = min(real.shape[-2:])
+        kernel = min(11, side - (1 - side % 2))  # SSIM's Gaussian window must fit the frame (odd size)
+        metrics = {
+            "val/rec": losses["rec"],
+            "val/kl": losses["kl"],
+            "val/loss": losses["loss"],
+            "val/psnr": peak_signal_noise_ratio(fake, real, data_range=1.0),
+            "val/ssim": structural_similarity_index_measure(fake, real, data_range=1.0, kernel_size=kernel),
+        }
+        self.log_dict(metrics, batch_size=len(batch), sync_dist=True)
+        self._latent_moments.append(torch.stack([latents.sum(), latents.pow(2).sum(), torch.tensor(latents.numel())]))
+        if batch_idx == 0 and self.hparams.write_reconstructions and not self.trainer.sanity_checking:
+            self._write_reconstructions(batch.video, recon)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._latent_moments or self.trainer.sanity_checking:
+            self._latent_moments.clear()
+            return
+        total, squares, count = torch.stack(self._latent_moments).sum(0)
+        self._latent_moments.clear()
+        std = torch.sqrt(squares / count - (total / count) ** 2)
+        self.latent_scale.fill_(float(1.0 / std.clamp_min(1e-6)))
+        self.log("val/latent_std", std, sync_dist=True)
+
+    def _write_reconstructions(self, video: torch.Tensor, recon: torch.Tensor) -> None:
+        from videodiff.data.decoding import write_video
+        from videodiff.data.transforms import cthw_to_thwc, to_uint8
+
+        root = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "reconstructions"
+        pair = torch.cat([video, recon.clamp(-1, 1)], dim=-1)  # (B, C, T, H, 2W): input | output
+        for i, clip in enumerate(pair[:4]):
+            frames = cthw_to_thwc(to_uint8(clip.detach().cpu())).numpy()
+            write_video(root / f"step{self.global_step:07d}-{i}.mp4", frames, fps=8, lossless=True)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(
+            self.autoencoder.parameters(), lr=self.hparams.lr, betas=self.hparams.betas,
+            weight_decay=self.hparams.weight_decay,
+        )
+        warmup = max(1, self.hparams.warmup_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """Deterministic, scaled latents (posterior mode x ``latent_scale``): what the DiT trains on."""
+        return self.autoencoder.encode(video).mode() * self.latent_scale
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(latents / self.latent_scale)
+
