@@ -53,9 +53,16 @@ def _data_command(argv: list[str]) -> int:
     return main(argv)
 
 
-# Commands beside Lightning's; later ones (encode, sample, evaluate) register here.
+def _encode_command(argv: list[str]) -> int:
+    from videodiff.commands.encode import main
+
+    return main(argv)
+
+
+# Commands beside Lightning's; later ones (sample, evaluate) register here.
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "data": (_data_command, "make and check datasets: `videodiff data synth|scan --help`"),
+    "data": (_data_command, "make and check datasets: `videodiff data synth|scan|inspect --help`"),
+    "encode": (_encode_command, "cache latents of a manifest with a trained autoencoder: `videodiff encode --help`"),
 }
 
 USAGE = """usage: videodiff COMMAND [options]

@@ -179,8 +179,17 @@ def test_data_inspect_summarises_a_config(capsys):
 
 
 def test_autoencoder_fast_dev_run_from_its_config(tmp_path):
-    main(["fit", "--config", str(ROOT / "configs/autoencoder/tiny.yaml"), "--trainer.fast_dev_run=2",
-          "--trainer.logger=false", "--data.init_args.synthetic.num=10", "--data.init_args.val_fraction=0.3",
-          f"--trainer.default_root_dir={tmp_path}"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs/autoencoder/tiny.yaml"),
+            "--trainer.fast_dev_run=2",
+            "--trainer.logger=false",
+            "--data.init_args.synthetic.num=10",
+            "--data.init_args.val_fraction=0.3",
+            f"--trainer.default_root_dir={tmp_path}",
+        ]
+    )
     videos = list(tmp_path.rglob("reconstructions/*.mp4"))
     assert videos  # side-by-side input | output clips were written

@@ -7,9 +7,15 @@ from videodiff.models.autoencoder.model import DiagonalGaussian, VideoAutoencode
 
 def tiny(ft=2, fs=4, chunk=None):
     torch.manual_seed(0)
-    return VideoAutoencoder(latent_channels=4, temporal_compression=ft, spatial_compression=fs,
-                            widths=[8, 16, 16][: 1 + fs.bit_length() - 1], blocks=1, groups=4,
-                            chunk_frames=chunk).eval()
+    return VideoAutoencoder(
+        latent_channels=4,
+        temporal_compression=ft,
+        spatial_compression=fs,
+        widths=[8, 16, 16][: 1 + fs.bit_length() - 1],
+        blocks=1,
+        groups=4,
+        chunk_frames=chunk,
+    ).eval()
 
 
 @pytest.mark.parametrize("ft, fs", [(1, 4), (2, 4), (4, 4), (2, 8)])
@@ -17,8 +23,9 @@ def tiny(ft=2, fs=4, chunk=None):
 def test_shapes_for_odd_frame_counts_images_and_non_square(ft, fs, frames, height, width):
     if (frames - 1) % ft:
         pytest.skip("not a valid frame count for ft")
-    model = VideoAutoencoder(latent_channels=4, temporal_compression=ft, spatial_compression=fs, groups=4,
-                             widths=[8] * (fs.bit_length()))
+    model = VideoAutoencoder(
+        latent_channels=4, temporal_compression=ft, spatial_compression=fs, groups=4, widths=[8] * (fs.bit_length())
+    )
     video = torch.randn(2, 3, frames, height, width)
     with torch.no_grad():
         posterior = model.encode(video)

@@ -167,6 +167,9 @@ class VideoDataModule(LightningDataModule):
     def planner(self) -> ClipPlanner:
         return ClipPlanner(self.grid, self.sampling)
 
+    def dataset(self, entries: list[ManifestEntry]) -> VideoDataset:
+        return VideoDataset(entries, self.planner(), num_threads=self.decode_threads)
+
     def _loader(self, entries: list[ManifestEntry], train: bool) -> DataLoader:
         trainer = self.trainer
         sampler = self.batching.sampler(
@@ -178,7 +181,7 @@ class VideoDataModule(LightningDataModule):
             rank=trainer.global_rank if trainer is not None else 0,
         )
         return DataLoader(
-            VideoDataset(entries, self.planner(), num_threads=self.decode_threads),
+            self.dataset(entries),
             batch_sampler=sampler,
             collate_fn=self.batching.collate_fn,
             num_workers=self.num_workers,

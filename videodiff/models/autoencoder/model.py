@@ -221,9 +221,19 @@ class VideoAutoencoder(nn.Module):
         temporal_levels = int(math.log2(temporal_compression))
         if 2**temporal_levels != temporal_compression or temporal_levels > levels:
             raise ValueError(f"temporal_compression must be 1, 2, 4, ... and <= spatial, got {temporal_compression}")
-        widths = tuple(widths or [32 * 2**min(i, 2) for i in range(levels + 1)])
+        widths = tuple(widths or [32 * 2 ** min(i, 2) for i in range(levels + 1)])
         if len(widths) != levels + 1:
             raise ValueError(f"widths needs {levels + 1} entries for spatial_compression {spatial_compression}")
+        # The init arguments, so a checkpoint can rebuild the network without the run's config file.
+        self.config = dict(
+            latent_channels=latent_channels,
+            temporal_compression=temporal_compression,
+            spatial_compression=spatial_compression,
+            widths=list(widths),
+            blocks=blocks,
+            groups=groups,
+            chunk_frames=chunk_frames,
+        )
         self.latent_channels, self.chunk_frames = latent_channels, chunk_frames
         self.temporal_compression, self.spatial_compression = temporal_compression, spatial_compression
         self.encoder = Encoder(3, latent_channels, widths, blocks, temporal_levels, groups)
@@ -249,7 +259,9 @@ class VideoAutoencoder(nn.Module):
         """``(B, 3, T, H, W)`` -> posterior over ``(B, C, T', H', W')``; chunked with a causal cache if set."""
         self.latent_shape(*video.shape[2:])
         cache: Cache = {}
-        parts = [self.encoder(video[:, :, a:b], cache) for a, b in self._chunks(video.shape[2], 1, self.temporal_compression)]
+        parts = [
+            self.encoder(video[:, :, a:b], cache) for a, b in self._chunks(video.shape[2], 1, self.temporal_compression)
+        ]
         return DiagonalGaussian(torch.cat(parts, dim=2))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:

@@ -47,9 +47,24 @@ class AutoencoderModule(LightningModule):
         if reconstruction not in ("l1", "l2"):
             raise ValueError(f"reconstruction must be 'l1' or 'l2', got {reconstruction!r}")
         self.save_hyperparameters(ignore=["autoencoder"])
+        self.hparams["autoencoder_config"] = autoencoder.config  # the checkpoint rebuilds the network from it
         self.autoencoder = autoencoder
         self.register_buffer("latent_scale", torch.tensor(1.0))
         self._latent_moments: list[torch.Tensor] = []
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> AutoencoderModule:
+        """Rebuild the module from a checkpoint alone (strict: every key must match)."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: checkpoint not found")
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        hparams = dict(checkpoint.get("hyper_parameters", {}))
+        if "autoencoder_config" not in hparams:
+            raise ValueError(f"{path}: not an AutoencoderModule checkpoint (no 'autoencoder_config' hyperparameter)")
+        network = VideoAutoencoder(**hparams.pop("autoencoder_config"))
+        module = cls(network, **hparams)
+        module.load_state_dict(checkpoint["state_dict"], strict=True)
+        return module.eval()
 
     @property
     def latent_grid(self) -> LatentGrid:
@@ -113,7 +128,9 @@ class AutoencoderModule(LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(
-            self.autoencoder.parameters(), lr=self.hparams.lr, betas=self.hparams.betas,
+            self.autoencoder.parameters(),
+            lr=self.hparams.lr,
+            betas=self.hparams.betas,
             weight_decay=self.hparams.weight_decay,
         )
         warmup = max(1, self.hparams.warmup_steps)
@@ -126,4 +143,3 @@ class AutoencoderModule(LightningModule):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.autoencoder.decode(latents / self.latent_scale)
-
