@@ -204,7 +204,10 @@ def write_video(
         stream.width, stream.height = width, height
         stream.pix_fmt = "rgb24" if lossless else "yuv420p"
         # One thread: the codec's threads would fight the data loader's workers for the same cores.
+        # x264 decides frame types in lookahead threads whose timing varies under load; one thread makes the
+        # bitstream (not just the picture) a pure function of the frames.
         stream.options = {"qp": "0"} if lossless else {"crf": str(crf)}
+        stream.options["x264-params"] = "threads=1:lookahead-threads=1:sliced-threads=0"
         stream.thread_count = 1
         for frame in frames_thwc:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))

@@ -11,6 +11,11 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from videodiff.data.datasets import VideoBatch
 from videodiff.data.sizing import LatentGrid
+from videodiff.models.autoencoder.losses import (
+    PatchDiscriminator3D,
+    generator_adversarial_loss,
+    hinge_discriminator_loss,
+)
 from videodiff.models.autoencoder.model import VideoAutoencoder
 
 
@@ -30,6 +35,14 @@ class AutoencoderModule(LightningModule):
         lr, betas, weight_decay: AdamW.
         warmup_steps: linear learning-rate warm-up.
         write_reconstructions: write the side-by-side videos each validation epoch.
+        discriminator: an optional 3-D PatchGAN; with one, optimisation is manual (two optimisers) and
+            gradients are clipped here (``gradient_clip``), not by the Trainer.
+        discriminator_start: the step from which the adversarial terms are on.
+        adversarial_weight: weight of the generator's adversarial loss.
+        gradient_clip: gradient-norm clipping of both optimisers in the adversarial (manual) mode.
+
+    In the adversarial mode Lightning counts both optimisers' steps, so ``trainer.max_steps`` and
+    ``discriminator_start`` are in optimiser steps: two per batch.
     """
 
     def __init__(
@@ -42,13 +55,20 @@ class AutoencoderModule(LightningModule):
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
         write_reconstructions: bool = True,
+        discriminator: PatchDiscriminator3D | None = None,
+        discriminator_start: int = 2000,
+        adversarial_weight: float = 0.1,
+        gradient_clip: float | None = 1.0,
     ):
         super().__init__()
         if reconstruction not in ("l1", "l2"):
             raise ValueError(f"reconstruction must be 'l1' or 'l2', got {reconstruction!r}")
-        self.save_hyperparameters(ignore=["autoencoder"])
-        self.hparams["autoencoder_config"] = autoencoder.config  # the checkpoint rebuilds the network from it
-        self.autoencoder = autoencoder
+        self.save_hyperparameters(ignore=["autoencoder", "discriminator"])
+        # The checkpoint rebuilds the networks from these, without the run's config file.
+        self.hparams["autoencoder_config"] = autoencoder.config
+        self.hparams["discriminator_config"] = discriminator.config if discriminator is not None else None
+        self.autoencoder, self.discriminator = autoencoder, discriminator
+        self.automatic_optimization = discriminator is None
         self.register_buffer("latent_scale", torch.tensor(1.0))
         self._latent_moments: list[torch.Tensor] = []
 
@@ -62,7 +82,9 @@ class AutoencoderModule(LightningModule):
         if "autoencoder_config" not in hparams:
             raise ValueError(f"{path}: not an AutoencoderModule checkpoint (no 'autoencoder_config' hyperparameter)")
         network = VideoAutoencoder(**hparams.pop("autoencoder_config"))
-        module = cls(network, **hparams)
+        disc_config = hparams.pop("discriminator_config", None)
+        discriminator = PatchDiscriminator3D(**disc_config) if disc_config else None
+        module = cls(network, discriminator=discriminator, **hparams)
         module.load_state_dict(checkpoint["state_dict"], strict=True)
         return module.eval()
 
@@ -82,7 +104,35 @@ class AutoencoderModule(LightningModule):
     def training_step(self, batch: VideoBatch, batch_idx: int) -> torch.Tensor | None:
         if len(batch) == 0:  # every sample of the batch was unreadable (counted by the data module)
             return None
+        if self.discriminator is not None:
+            return self._adversarial_step(batch)
         losses, _, _ = self._losses(batch.video, sample=True)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch), prog_bar=True)
+        return losses["loss"]
+
+    def _adversarial_step(self, batch: VideoBatch) -> torch.Tensor:
+        """Manual optimisation: the autoencoder step, then (once on) the discriminator step."""
+        ae_opt, disc_opt = self.optimizers()
+        schedulers = self.lr_schedulers()
+        adversarial = self.global_step >= self.hparams.discriminator_start
+        losses, recon, _ = self._losses(batch.video, sample=True)
+        if adversarial:
+            losses["g_adv"] = generator_adversarial_loss(self.discriminator(recon))
+            losses["loss"] = losses["loss"] + self.hparams.adversarial_weight * losses["g_adv"]
+        ae_opt.zero_grad()
+        self.manual_backward(losses["loss"])
+        self.clip_gradients(ae_opt, gradient_clip_val=self.hparams.gradient_clip, gradient_clip_algorithm="norm")
+        ae_opt.step()
+        disc_loss = torch.zeros((), device=batch.video.device)
+        if adversarial:
+            disc_loss = hinge_discriminator_loss(self.discriminator(batch.video), self.discriminator(recon.detach()))
+            disc_opt.zero_grad()
+            self.manual_backward(disc_loss)
+            self.clip_gradients(disc_opt, gradient_clip_val=self.hparams.gradient_clip, gradient_clip_algorithm="norm")
+        disc_opt.step()  # a zero-gradient step before the start keeps both optimisers' step counts equal
+        for scheduler in schedulers:
+            scheduler.step()
+        losses["d_loss"] = disc_loss
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch), prog_bar=True)
         return losses["loss"]
 
@@ -127,15 +177,20 @@ class AutoencoderModule(LightningModule):
             write_video(root / f"step{self.global_step:07d}-{i}.mp4", frames, fps=8, lossless=True)
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self.autoencoder.parameters(),
-            lr=self.hparams.lr,
-            betas=self.hparams.betas,
-            weight_decay=self.hparams.weight_decay,
-        )
         warmup = max(1, self.hparams.warmup_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        networks = [self.autoencoder] + ([self.discriminator] if self.discriminator is not None else [])
+        optimizers, schedulers = [], []
+        for network in networks:
+            optimizer = torch.optim.AdamW(
+                network.parameters(),
+                lr=self.hparams.lr,
+                betas=self.hparams.betas,
+                weight_decay=self.hparams.weight_decay,
+            )
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+            optimizers.append(optimizer)
+            schedulers.append({"scheduler": schedule, "interval": "step"})
+        return optimizers, schedulers
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Deterministic, scaled latents (posterior mode x ``latent_scale``): what the DiT trains on."""
