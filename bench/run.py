@@ -149,7 +149,10 @@ def main() -> None:
     parser.add_argument("--out", default="bench", help="folder for results.json and results.md")
     parser.add_argument("--clips", type=int, default=100, help="synthetic clips to decode")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--only", choices=["decode", "packing"], help="run one group of benchmarks")
+    parser.add_argument(
+        "--only", choices=["decode", "packing", "autoencoder", "ae-quality"], help="run one group of benchmarks"
+    )
+    parser.add_argument("--ae-steps", type=int, default=1500, help="training steps of the ae-quality figure")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--sizes", default="tiny,S", help="DiT presets for the throughput figures")
     parser.add_argument("--shapes", help="JSON list of latent (T, H, W) shapes instead of the built-in mix")
@@ -158,6 +161,22 @@ def main() -> None:
     figures = {}
     if args.only in (None, "decode"):
         figures.update(decode_benchmark(args.clips, args.repeats))
+    if args.only in (None, "autoencoder"):
+        sys.path.insert(0, str(Path(__file__).parent))
+        import autoencoder  # bench/autoencoder.py
+
+        ae_figures = autoencoder.throughput_figures(args.repeats, args.device)
+        for key, fig in ae_figures.items():
+            print(f"{key}: {fig['median']:.1f} frames/s", flush=True)
+        figures.update(ae_figures)
+    if args.only in (None, "ae-quality"):  # trains the tiny autoencoder: about 10 minutes on 2 cores
+        sys.path.insert(0, str(Path(__file__).parent))
+        import autoencoder
+
+        quality = autoencoder.quality_figures(args.ae_steps)
+        for key, fig in quality.items():
+            print(f"{key}: {fig['median']:.3f} {fig['unit']}", flush=True)
+        figures.update(quality)
     if args.only in (None, "packing"):
         figures.update(packing_benchmarks(args.repeats, args.device, args.sizes.split(","), args.shapes))
     if args.save_shapes:

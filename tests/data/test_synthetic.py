@@ -87,9 +87,17 @@ def test_generate_is_deterministic_and_prefix_stable(tmp_path):
     strip = lambda entries: [(e.caption, e.frames, e.fps, e.height, e.width, e.extra) for e in entries]
     assert strip(a) == strip(b)[:6]
     assert (tmp_path / "a/clips").is_dir() and all(e.path.startswith(str(tmp_path / "a")) for e in a)
-    # Same decoded frames (x264's bitstream itself is not always byte-identical from run to run).
+    # The scenes are exact functions of (seed, index); the H.264 files are not byte-reproducible here (x264
+    # made different, equally valid decisions in about 1 of 40 runs under load), so decoded frames are
+    # compared with a tolerance far below what a different scene would give.
     c = read_manifest(synthetic.generate(tmp_path / "c", num=6, seed=5, image_fraction=0.3))
     for x, y in zip(a, c, strict=True):
-        assert np.array_equal(read_frames(x.path), read_frames(y.path))
+        first, second = read_frames(x.path).astype(int), read_frames(y.path).astype(int)
+        assert first.shape == second.shape and np.abs(first - second).mean() < 2.0
+    for index in range(6):
+        scene = synthetic.sample_scene(np.random.default_rng([5, index]))
+        assert np.array_equal(
+            render_scene(scene, np.random.default_rng(1)), render_scene(scene, np.random.default_rng(1))
+        )
     other = read_manifest(synthetic.generate(tmp_path / "d", num=6, seed=6, image_fraction=0.3))
     assert strip(other) != strip(a)

@@ -87,3 +87,36 @@ def test_encode_reports_errors(tmp_path, synthetic_set, capsys):
     torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1.0}}, tmp_path / "dit.ckpt")
     assert main(["encode", "--ckpt", str(tmp_path / "dit.ckpt"), *args]) == 1
     assert "dit.ckpt: not an AutoencoderModule checkpoint" in capsys.readouterr().err
+
+
+def test_encode_skips_and_reports_unreadable_clips(tmp_path, synthetic_set, capsys):
+    from videodiff.data.manifest import ManifestEntry, write_manifest
+
+    ckpt = _trained_checkpoint(tmp_path, synthetic_set)
+    entries = read_manifest(synthetic_set)[:4]
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 1000)
+    entries.append(ManifestEntry(str(tmp_path / "broken.mp4"), "broken", frames=9, fps=8.0, height=32, width=32))
+    write_manifest(entries, tmp_path / "m.jsonl")
+    assert (
+        main(
+            [
+                "encode",
+                "--ckpt",
+                ckpt,
+                "--manifest",
+                str(tmp_path / "m.jsonl"),
+                "--out",
+                str(tmp_path / "c"),
+                "--max-frames",
+                "5",
+                "--token-budget",
+                "64",
+                "--val-fraction",
+                "0",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "encoded 4 clips" in out and "skipped 1" in out and "broken.mp4: cannot open as video" in out
+    assert len(LatentDataset(tmp_path / "c")) == 4

@@ -210,7 +210,12 @@ def write_video(
         stream.options["x264-params"] = "threads=1:lookahead-threads=1:sliced-threads=0"
         stream.thread_count = 1
         for frame in frames_thwc:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            if not lossless:
+                # Convert here with one swscale thread: threaded conversion dithers by slice, and the
+                # slices it got varied with machine load, so the same frames gave different videos.
+                picture = picture.reformat(format="yuv420p", threads=1)
+            container.mux(stream.encode(picture))
         container.mux(stream.encode())
     return path
 
