@@ -25,29 +25,26 @@ def _module(discriminator=None, start=4):
     )
 
 
+def _fit(module, data, steps, root) -> Trainer:
+    trainer = Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        default_root_dir=root,
+    )
+    trainer.fit(module, data)
+    return trainer
+
+
 def test_adversarial_training_switches_on_at_its_step_and_checkpoints(tmp_path, synthetic_set):
     disc = PatchDiscriminator3D(channels=8, layers=2)
     module = _module(disc, start=4)
     before = [p.detach().clone() for p in disc.parameters()]
-    trainer = Trainer(
-        max_steps=4,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(module, _data(synthetic_set))  # 2 batches x 2 optimiser steps: still before the start
+    _fit(module, _data(synthetic_set), 4, tmp_path)  # 2 batches x 2 optimiser steps: still before the start
     assert all(torch.equal(a, b) for a, b in zip(before, disc.parameters(), strict=True))
-    trainer = Trainer(
-        max_steps=8,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(module, _data(synthetic_set))
+    trainer = _fit(module, _data(synthetic_set), 8, tmp_path)
     assert any(not torch.equal(a, b) for a, b in zip(before, disc.parameters(), strict=True))
     trainer.save_checkpoint(tmp_path / "gan.ckpt")
     restored = AutoencoderModule.from_checkpoint(tmp_path / "gan.ckpt")
@@ -63,15 +60,7 @@ def test_reconstruction_improves_with_training(tmp_path, synthetic_set):
     batch = next(iter(data.train_dataloader()))
     with torch.no_grad():
         before = module._losses(batch.video, sample=False)[0]["rec"].item()
-    trainer = Trainer(
-        max_steps=30,
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(module, data)
+    _fit(module, data, 30, tmp_path)
     with torch.no_grad():
         after = module._losses(batch.video, sample=False)[0]["rec"].item()
     assert after < 0.9 * before
