@@ -165,3 +165,25 @@ def test_packed_rows_batches_fit_their_rows_and_cover_every_sample(synthetic_set
     too_small.setup("fit")
     with pytest.raises(ValueError, match="more than a row's max_tokens=100; set sampling.token_budget"):
         len(too_small.train_dataloader())
+
+
+def test_skips_are_counted_for_packed_row_batches_too(tmp_path, clip_manifest):
+    from videodiff.data import PackedRows
+
+    manifest, _ = clip_manifest
+    entries = read_manifest(manifest)
+    (tmp_path / "broken.mp4").write_bytes(b"\x00" * 2048)
+    entries.append(ManifestEntry(str(tmp_path / "broken.mp4"), "x", frames=9, fps=12.0, height=16, width=24))
+    write_manifest(entries, tmp_path / "with_bad.jsonl")
+    dm = VideoDataModule(
+        manifest=str(tmp_path / "with_bad.jsonl"),
+        val_fraction=0.0,
+        sampling=ClipSampling(token_budget=10**6),
+        batching=PackedRows(max_tokens=10**6, rows=1),
+    )
+    dm.setup("fit")
+    seen = []
+    for batch in dm.train_dataloader():  # VideoListBatch: samples of any shapes
+        dm.on_before_batch_transfer(batch, 0)
+        seen.extend(batch.indices.tolist())
+    assert len(seen) == len(entries) - 1 and dm.skipped.keys() == {str(tmp_path / "broken.mp4")}

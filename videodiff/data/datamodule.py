@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from videodiff.data import decoding, synthetic
 from videodiff.data.batching import Batching, ShapeBuckets
-from videodiff.data.datasets import ClipPlanner, ClipSampling, VideoBatch, VideoDataset
+from videodiff.data.datasets import ClipPlanner, ClipSampling, VideoDataset
 from videodiff.data.manifest import ManifestEntry, read_manifest
 from videodiff.data.sizing import LatentGrid
 
@@ -82,7 +82,8 @@ class VideoDataModule(LightningDataModule):
         synthetic: use the built-in dataset (generated on first use).
         val_manifest: a separate validation manifest; otherwise ``val_fraction`` of ``manifest`` is held out.
         val_fraction: share of samples held out for validation (split by ``seed``).
-        grid: pixel-to-token mapping (the autoencoder's strides and the DiT's patch size; linked by the CLI).
+        grid: pixel-to-token mapping (the autoencoder's strides and the DiT's patch size); stated in the data
+            config until the CLI links it from the model.
         sampling: clip length, frame rate and size rules.
         batching: batching strategy (default ``ShapeBuckets()``: same-shape batches, never padded).
         num_workers: DataLoader worker processes.
@@ -198,8 +199,8 @@ class VideoDataModule(LightningDataModule):
         return self._loader(self.val_entries, train=False)
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # Runs in the main process, so skips found inside worker processes are counted here.
-        if isinstance(batch, VideoBatch):
-            for path, reason in batch.skipped:
-                self.record_skipped(path, reason)
+        # Runs in the main process, so skips found inside worker processes are counted here; every batch
+        # type (same-shape, video list, packed latents) reports its skipped samples as ``skipped``.
+        for path, reason in getattr(batch, "skipped", ()):
+            self.record_skipped(path, reason)
         return batch

@@ -181,22 +181,27 @@ class VideoDataset(Dataset):
         return VideoSample(video=video, caption=entry.caption, index=request.index, fps=fps)
 
 
+def split_skipped(items: list[VideoSample | SkippedSample]) -> tuple[list[VideoSample], list[tuple[str, str]]]:
+    """The readable samples of a batch, and (path, reason) of the skipped ones, for every collate function."""
+    samples = [s for s in items if not isinstance(s, SkippedSample)]
+    return samples, [(s.path, s.reason) for s in items if isinstance(s, SkippedSample)]
+
+
 def collate_video_list(items: list[VideoSample | SkippedSample]) -> VideoListBatch:
     """Keep samples of any shapes as a list; skipped samples are reported, as in ``collate_same_shape``."""
-    samples = [s for s in items if isinstance(s, VideoSample)]
+    samples, skipped = split_skipped(items)
     return VideoListBatch(
         videos=[s.video for s in samples],
         captions=[s.caption for s in samples],
         indices=torch.tensor([s.index for s in samples], dtype=torch.long),
         fps=torch.tensor([s.fps for s in samples], dtype=torch.float32),
-        skipped=[(s.path, s.reason) for s in items if isinstance(s, SkippedSample)],
+        skipped=skipped,
     )
 
 
 def collate_same_shape(items: list[VideoSample | SkippedSample]) -> VideoBatch:
     """Stack samples of one shape; skipped samples are reported in ``VideoBatch.skipped``, not padded."""
-    samples = [s for s in items if isinstance(s, VideoSample)]
-    skipped = [(s.path, s.reason) for s in items if isinstance(s, SkippedSample)]
+    samples, skipped = split_skipped(items)
     shapes = {tuple(s.video.shape) for s in samples}
     if len(shapes) > 1:
         raise ValueError(f"collate_same_shape got samples of shapes {sorted(shapes)}; use a shape-bucket sampler")

@@ -11,6 +11,7 @@ from typing import Protocol
 
 import torch
 
+from videodiff.data.datasets import split_skipped
 from videodiff.packing.pack import PackedBatch, TokenDropping, pack
 from videodiff.packing.patchify import Patch
 
@@ -55,8 +56,7 @@ class PackedCollator:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, items: list) -> PackedVideoBatch:
-        samples = [s for s in items if hasattr(s, "video")]
-        skipped = [(s.path, s.reason) for s in items if not hasattr(s, "video")]
+        samples, skipped = split_skipped(items)
         if not samples:
             raise ValueError(f"every sample of the batch was unreadable: {skipped}")
         packed = pack(
