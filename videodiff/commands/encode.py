@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -14,7 +15,6 @@ from videodiff.data.datamodule import VideoDataModule
 from videodiff.data.datasets import ClipSampling, SkippedSample
 from videodiff.data.latents import write_latent
 from videodiff.data.manifest import ManifestEntry, ManifestError, write_manifest
-from videodiff.data.sizing import LatentGrid
 from videodiff.models.autoencoder.module import AutoencoderModule
 
 
@@ -46,8 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 @torch.no_grad()
 def encode_manifest(args: argparse.Namespace, console: Console) -> int:
     module = AutoencoderModule.from_checkpoint(args.ckpt, map_location=args.device)
-    ae_grid = module.latent_grid
-    grid = LatentGrid(ae_grid.temporal_compression, ae_grid.spatial_compression, tuple(args.patch), causal=True)
+    grid = replace(module.latent_grid, patch_size=tuple(args.patch))
     sampling = ClipSampling(target_fps=args.target_fps, max_frames=args.max_frames, token_budget=args.token_budget)
     data = VideoDataModule(
         manifest=args.manifest, grid=grid, sampling=sampling, val_fraction=args.val_fraction, seed=args.seed
@@ -57,12 +56,11 @@ def encode_manifest(args: argparse.Namespace, console: Console) -> int:
     written: list[ManifestEntry] = []
     index = 0
     for split, entries in (("train", data.train_entries), ("val", data.val_entries)):
-        planner = data.planner()
         dataset = data.dataset(entries)
         for i in track(
             range(len(entries)), description=f"encoding {split}", transient=True, disable=not console.is_terminal
         ):
-            sample = dataset[planner.plan(i, entries[i])]
+            sample = dataset[i]  # an int index takes the deterministic (largest) plan
             if isinstance(sample, SkippedSample):
                 data.record_skipped(sample.path, sample.reason)
                 continue
