@@ -77,6 +77,7 @@ def test_corrupt_files_are_skipped_counted_and_reported(tmp_path, clip_manifest,
     write_manifest(entries, tmp_path / "with_bad.jsonl")
     dm = VideoDataModule(
         manifest=str(tmp_path / "with_bad.jsonl"),
+        grid=LatentGrid(),
         val_fraction=0.0,
         sampling=ClipSampling(token_budget=10**6),
         batching=ShapeBuckets(2),
@@ -112,7 +113,7 @@ def test_separate_val_manifest(clip_manifest, synthetic_set):
 
 
 def test_configuration_errors(tmp_path, synthetic_set):
-    with pytest.raises(ValueError, match="exactly one of 'manifest' and 'synthetic'"):
+    with pytest.raises(ValueError, match="exactly one of 'manifest', 'synthetic' and 'latents'"):
         VideoDataModule()
     with pytest.raises(ValueError, match="exactly one of"):
         VideoDataModule(manifest=str(synthetic_set), synthetic=SyntheticData(num=2))
@@ -177,6 +178,7 @@ def test_skips_are_counted_for_packed_row_batches_too(tmp_path, clip_manifest):
     write_manifest(entries, tmp_path / "with_bad.jsonl")
     dm = VideoDataModule(
         manifest=str(tmp_path / "with_bad.jsonl"),
+        grid=LatentGrid(),
         val_fraction=0.0,
         sampling=ClipSampling(token_budget=10**6),
         batching=PackedRows(max_tokens=10**6, rows=1),
@@ -187,3 +189,20 @@ def test_skips_are_counted_for_packed_row_batches_too(tmp_path, clip_manifest):
         dm.on_before_batch_transfer(batch, 0)
         seen.extend(batch.indices.tolist())
     assert len(seen) == len(entries) - 1 and dm.skipped.keys() == {str(tmp_path / "broken.mp4")}
+
+
+def test_grid_comes_from_the_model_and_a_stated_grid_must_agree(synthetic_set):
+    dm = VideoDataModule(manifest=str(synthetic_set))
+    with pytest.raises(ValueError, match="grid is not set and no model gives one"):
+        dm.planner()
+    model_grid = LatentGrid(2, 4, (1, 2, 2))
+    dm.link_grid(model_grid)
+    assert dm.planner().grid == model_grid
+    # The autoencoder (patch 1x1x1) keeps the data's patch; its strides must still agree.
+    ae_data = VideoDataModule(manifest=str(synthetic_set), grid=LatentGrid(2, 4, (1, 2, 2)))
+    ae_data.link_grid(LatentGrid(2, 4, (1, 1, 1)))
+    assert ae_data.grid.patch_size == (1, 2, 2)
+    with pytest.raises(ValueError, match="disagrees with the model's"):
+        VideoDataModule(manifest=str(synthetic_set), grid=LatentGrid(2, 8, (1, 2, 2))).link_grid(model_grid)
+    with pytest.raises(ValueError, match="disagrees with the model's"):
+        VideoDataModule(manifest=str(synthetic_set), grid=LatentGrid(2, 4, (1, 1, 1))).link_grid(model_grid)

@@ -32,11 +32,11 @@ def run(model, vids, max_tokens=24, keep=None, dropping=None, captions=None, lab
 
 
 CONFIGS = [
-    dict(layout="joint"),
-    dict(layout="factorised", factorised="interleaved"),
-    dict(layout="factorised", factorised="sequential"),
-    dict(layout="joint", positions="sincos"),
-    dict(layout="factorised", factorised="sequential", text_dim=8, num_classes=5),
+    dict(attention="joint"),
+    dict(attention="factorised", factorised="interleaved"),
+    dict(attention="factorised", factorised="sequential"),
+    dict(attention="joint", positions="sincos"),
+    dict(attention="factorised", factorised="sequential", text_dim=8, num_classes=5),
 ]
 
 
@@ -66,7 +66,7 @@ def test_packed_equals_each_video_alone(config, drop):
 
 
 def test_pack_order_does_not_change_outputs():
-    model = randomize(DiT(in_channels=4, patch_size=PATCH, layout="factorised")).eval()
+    model = randomize(DiT(in_channels=4, patch_size=PATCH, attention="factorised")).eval()
     vids = videos()
     _, forward = run(model, vids)
     order = [2, 0, 3, 1]
@@ -126,7 +126,7 @@ def test_dit_backends_agree_with_the_loop(backend):
     for name in ("loop", backend):
         # float64: the whole-model comparison then isolates the backends from fp32 rounding.
         model = randomize(
-            DiT(in_channels=4, patch_size=PATCH, layout="factorised", factorised="sequential", attention_backend=name)
+            DiT(in_channels=4, patch_size=PATCH, attention="factorised", factorised="sequential", attention_backend=name)
         ).double()
         batch = pack([v.double() for v in vids], PATCH, 24)
         out = model(batch.tokens, torch.arange(4) * 10, batch)

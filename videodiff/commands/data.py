@@ -98,7 +98,7 @@ def inspect(argv: list[str], console: Console) -> int:
     for batch in loader.batch_sampler.batches():
         sizes.setdefault(batch[0].plan.shape, []).append(len(batch))
     for shape, counts in sorted(sizes.items()):
-        tokens = datamodule.grid.tokens(*shape)
+        tokens = datamodule.planner().tokens(shape)
         table.add_row("x".join(map(str, shape)), str(sum(counts)), str(len(counts)), str(tokens))
     console.print(table)
     console.print(
@@ -112,7 +112,9 @@ def inspect(argv: list[str], console: Console) -> int:
             break
         datamodule.on_before_batch_transfer(batch, 0)
         samples += len(batch)
-        frames += len(batch) * batch.video.shape[2]
+        frames += (
+            sum(v.shape[1] for v in batch.videos) if hasattr(batch, "videos") else batch.video[0].shape[1] * len(batch)
+        )
     seconds = time.perf_counter() - start
     console.print(
         f"loaded {samples} samples ({frames} frames) in {seconds:.2f} s: "

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -127,7 +128,7 @@ class TokenBudgetSampler(_EpochPlanSampler):
         self.max_tokens, self.rows, self.lookahead = max_tokens, rows, lookahead
 
     def tokens(self, request: SampleRequest) -> int:
-        return self.planner.grid.tokens(*request.plan.shape)
+        return self.planner.tokens(request.plan.shape)
 
     def group(self, requests: list[SampleRequest]) -> list[list[SampleRequest]]:
         for request in requests:
@@ -164,7 +165,7 @@ class Batching(ABC):
         rank: int = 0,
     ) -> Sampler:
         """A batch sampler yielding lists of ``SampleRequest``; shards itself across ``num_replicas``."""
-        randomise = train and planner.sampling.random_size
+        randomise = train and planner.random_size
         return self.make_sampler(
             entries, planner, shuffle=train, seed=seed, randomise=randomise, num_replicas=num_replicas, rank=rank
         )
@@ -177,6 +178,10 @@ class Batching(ABC):
     @abstractmethod
     def collate_fn(self) -> Callable:
         """Turns a list of samples (some possibly ``SkippedSample``) into one batch."""
+
+    def latent_collate_fn(self) -> Callable:
+        """The collate function for cached latents (the data module's ``latents`` source)."""
+        return self.collate_fn
 
 
 class PackedRows(Batching):
@@ -201,7 +206,10 @@ class PackedRows(Batching):
 
     @property
     def collate_fn(self) -> Callable:
-        return collate_video_list
+        return partial(collate_video_list, max_tokens=self.max_tokens, rows=self.rows)
+
+    def latent_collate_fn(self) -> Callable:
+        return partial(collate_video_list, latent=True, max_tokens=self.max_tokens, rows=self.rows)
 
 
 class ShapeBuckets(Batching):

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from videodiff.data import decoding, synthetic
 from videodiff.data.batching import Batching, ShapeBuckets
 from videodiff.data.datasets import ClipPlanner, ClipSampling, VideoDataset
+from videodiff.data.latents import LatentDataset, LatentPlanner, read_latent_cache
 from videodiff.data.manifest import ManifestEntry, read_manifest
 from videodiff.data.sizing import LatentGrid
 
@@ -70,20 +71,26 @@ class SyntheticData:
 
 
 class VideoDataModule(LightningDataModule):
-    """Videos and images from a manifest (or the built-in synthetic set), decoded at native size.
+    """Videos and images from a manifest (or the built-in synthetic set) decoded at native size, or cached latents.
 
     Every sample is sized by ``sampling`` under the token budget of ``grid``; ``batching`` decides how
-    samples become batches (same-shape buckets for the autoencoder). Unreadable files are found when the
-    manifest is scanned at setup, or while loading; either way they are skipped, counted in ``skipped``
-    and warned about once each.
+    samples become batches (same-shape buckets for the autoencoder, packed rows for the DiT). Unreadable
+    files are found when the manifest is scanned at setup, or while loading; either way they are skipped,
+    counted in ``skipped`` and warned about once each.
+
+    The grid is normally *not* stated here: at setup the data module takes it from the model being trained
+    (``model.latent_grid``: the autoencoder's strides, and the DiT's patch size), so it is stated once. The
+    autoencoder's strides live in its checkpoint, not in any config, which is why this is a runtime link and
+    not a ``link_arguments`` between config keys. A grid given here must agree with the model's.
 
     Args:
-        manifest: a ``.jsonl``/``.csv`` manifest; exclusive with ``synthetic``.
+        manifest: a ``.jsonl``/``.csv`` manifest; exclusive with ``synthetic`` and ``latents``.
         synthetic: use the built-in dataset (generated on first use).
+        latents: a latent cache written by ``videodiff encode`` (its own train/val split; DiT only).
         val_manifest: a separate validation manifest; otherwise ``val_fraction`` of ``manifest`` is held out.
         val_fraction: share of samples held out for validation (split by ``seed``).
-        grid: pixel-to-token mapping (the autoencoder's strides and the DiT's patch size); stated in the data
-            config until the CLI links it from the model.
+        grid: pixel-to-token mapping; None takes the model's. A model whose patch is (1, 1, 1) (the
+            autoencoder) leaves the patch given here, so its clips can be sized for a later DiT.
         sampling: clip length, frame rate and size rules.
         batching: batching strategy (default ``ShapeBuckets()``: same-shape batches, never padded).
         num_workers: DataLoader worker processes.
@@ -95,9 +102,10 @@ class VideoDataModule(LightningDataModule):
         self,
         manifest: str | None = None,
         synthetic: SyntheticData | None = None,
+        latents: str | None = None,
         val_manifest: str | None = None,
         val_fraction: float = 0.1,
-        grid: LatentGrid = LatentGrid(),
+        grid: LatentGrid | None = None,
         sampling: ClipSampling = ClipSampling(),
         batching: Batching | None = None,
         num_workers: int = 0,
@@ -105,11 +113,11 @@ class VideoDataModule(LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        if (manifest is None) == (synthetic is None):
-            raise ValueError("VideoDataModule: give exactly one of 'manifest' and 'synthetic'")
+        if sum(source is not None for source in (manifest, synthetic, latents)) != 1:
+            raise ValueError("VideoDataModule: give exactly one of 'manifest', 'synthetic' and 'latents'")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"VideoDataModule: val_fraction must be in [0, 1), got {val_fraction}")
-        self.manifest, self.synthetic, self.val_manifest = manifest, synthetic, val_manifest
+        self.manifest, self.synthetic, self.latents, self.val_manifest = manifest, synthetic, latents, val_manifest
         self.val_fraction, self.grid, self.sampling = val_fraction, grid, sampling
         self.batching = batching or ShapeBuckets()
         self.num_workers, self.decode_threads, self.seed = num_workers, decode_threads, seed
@@ -129,7 +137,15 @@ class VideoDataModule(LightningDataModule):
         return self.synthetic.ensure() if self.synthetic is not None else Path(self.manifest)
 
     def setup(self, stage: str | None = None) -> None:
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        self.link_grid(getattr(model, "latent_grid", None))
         if self.train_entries or self.val_entries:
+            return
+        if self.latents is not None:
+            self.train_entries = read_latent_cache(self.latents, "train")
+            self.val_entries = read_latent_cache(self.latents, "val")
+            if not self.train_entries:
+                raise ValueError(f"{self.latents}: the latent cache has no 'train' entries")
             return
         entries = self._readable(read_manifest(self.manifest_path()))
         if self.val_manifest is not None:
@@ -144,6 +160,24 @@ class VideoDataModule(LightningDataModule):
             self.val_entries = [e for i, e in enumerate(entries) if i in val]
         if not self.train_entries:
             raise ValueError(f"{self.manifest_path()}: no readable training samples")
+
+    def link_grid(self, model_grid: LatentGrid | None) -> None:
+        """Take the grid from the model (see the class docstring); a grid stated here must agree with it."""
+        if model_grid is None:
+            return
+        if self.grid is None:
+            self.grid = model_grid
+            return
+        ours, theirs = self.grid, model_grid
+        strides = lambda g: (g.temporal_compression, g.spatial_compression, g.causal)
+        patch_given = tuple(theirs.patch_size) != (1, 1, 1)
+        if strides(ours) != strides(theirs) or (patch_given and tuple(ours.patch_size) != tuple(theirs.patch_size)):
+            raise ValueError(
+                f"data.init_args.grid {ours} disagrees with the model's {theirs}; remove 'grid' from the data "
+                "config (the model states it)"
+            )
+        if patch_given:
+            self.grid = theirs
 
     def _readable(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:
         """Probe entries whose metadata is missing; drop and record the unreadable ones."""
@@ -165,10 +199,19 @@ class VideoDataModule(LightningDataModule):
             rank_zero_warn(f"skipping unreadable sample {path}: {reason}")
         self.skipped[path] = reason
 
-    def planner(self) -> ClipPlanner:
+    def planner(self) -> ClipPlanner | LatentPlanner:
+        if self.grid is None:
+            raise ValueError(
+                "data.init_args.grid is not set and no model gives one: train through `videodiff fit` with a "
+                "model, or state the grid (temporal_compression, spatial_compression, patch_size)"
+            )
+        if self.latents is not None:
+            return LatentPlanner(self.grid.patch_size)
         return ClipPlanner(self.grid, self.sampling)
 
-    def dataset(self, entries: list[ManifestEntry]) -> VideoDataset:
+    def dataset(self, entries: list[ManifestEntry]) -> VideoDataset | LatentDataset:
+        if self.latents is not None:
+            return LatentDataset(entries)
         return VideoDataset(entries, self.planner(), num_threads=self.decode_threads)
 
     def _loader(self, entries: list[ManifestEntry], train: bool) -> DataLoader:
@@ -184,7 +227,7 @@ class VideoDataModule(LightningDataModule):
         return DataLoader(
             self.dataset(entries),
             batch_sampler=sampler,
-            collate_fn=self.batching.collate_fn,
+            collate_fn=self.batching.latent_collate_fn() if self.latents is not None else self.batching.collate_fn,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )

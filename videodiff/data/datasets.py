@@ -104,6 +104,9 @@ class VideoListBatch:
     indices: torch.Tensor  # (B,)
     fps: torch.Tensor  # (B,)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    latent: bool = False  # the videos are cached latents, not pixels
+    max_tokens: int | None = None  # the packing layout the sampler formed the batch for
+    rows: int | None = None
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -114,6 +117,14 @@ class ClipPlanner:
 
     def __init__(self, grid: LatentGrid, sampling: ClipSampling):
         self.grid, self.sampling = grid, sampling
+
+    @property
+    def random_size(self) -> bool:
+        return self.sampling.random_size
+
+    def tokens(self, shape: tuple[int, int, int]) -> int:
+        """DiT tokens of a planned ``(frames, height, width)`` clip."""
+        return self.grid.tokens(*shape)
 
     def step(self, entry: ManifestEntry) -> float:
         if entry.is_image:
@@ -187,8 +198,16 @@ def split_skipped(items: list[VideoSample | SkippedSample]) -> tuple[list[VideoS
     return samples, [(s.path, s.reason) for s in items if isinstance(s, SkippedSample)]
 
 
-def collate_video_list(items: list[VideoSample | SkippedSample]) -> VideoListBatch:
-    """Keep samples of any shapes as a list; skipped samples are reported, as in ``collate_same_shape``."""
+def collate_video_list(
+    items: list[VideoSample | SkippedSample],
+    latent: bool = False,
+    max_tokens: int | None = None,
+    rows: int | None = None,
+) -> VideoListBatch:
+    """Keep samples of any shapes as a list; skipped samples are reported, as in ``collate_same_shape``.
+
+    ``max_tokens`` and ``rows`` travel with the batch so the module packs it into the layout it was formed for.
+    """
     samples, skipped = split_skipped(items)
     return VideoListBatch(
         videos=[s.video for s in samples],
@@ -196,6 +215,9 @@ def collate_video_list(items: list[VideoSample | SkippedSample]) -> VideoListBat
         indices=torch.tensor([s.index for s in samples], dtype=torch.long),
         fps=torch.tensor([s.fps for s in samples], dtype=torch.float32),
         skipped=skipped,
+        latent=latent,
+        max_tokens=max_tokens,
+        rows=rows,
     )
 
 

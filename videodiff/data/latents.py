@@ -7,13 +7,17 @@ clip and its split. ``videodiff encode`` writes it; ``LatentDataset`` reads it.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from videodiff.data.datasets import SkippedSample, VideoSample
+from videodiff.data.datasets import SampleRequest, SkippedSample, VideoSample
 from videodiff.data.manifest import ManifestEntry, read_manifest
+from videodiff.data.sizing import SizePlan
+from videodiff.packing.patchify import token_grid
 
 
 def write_latent(folder: Path, index: int, latent: torch.Tensor) -> Path:
@@ -23,23 +27,59 @@ def write_latent(folder: Path, index: int, latent: torch.Tensor) -> Path:
     return path
 
 
-class LatentDataset(Dataset):
-    """Cached latents as samples (``VideoSample.video`` holds the latent). Filter by ``split`` if given."""
+class LatentPlanner:
+    """Plans for cached latents: the size was fixed when the clip was encoded; tokens use the DiT's patch."""
 
-    def __init__(self, cache: str | Path, split: str | None = None):
-        entries = read_manifest(Path(cache) / "manifest.jsonl")
-        self.entries: list[ManifestEntry] = [e for e in entries if split is None or e.extra.get("split") == split]
+    random_size = False
+
+    def __init__(self, patch: tuple[int, int, int]):
+        self.patch = tuple(patch)
+
+    def plan(self, index: int, entry: ManifestEntry, rng: np.random.Generator | None = None) -> SampleRequest:
+        shape = latent_shape(entry)
+        return SampleRequest(index=index, plan=SizePlan(*shape, shape[1], shape[2]), start=0, step=1.0)
+
+    def tokens(self, shape: tuple[int, int, int]) -> int:
+        return math.prod(token_grid((1, *shape), self.patch))
+
+
+def latent_shape(entry: ManifestEntry) -> tuple[int, int, int]:
+    shape = entry.extra.get("latent_shape")
+    if not isinstance(shape, list) or len(shape) != 3:
+        raise ValueError(f"{entry.path}: latent cache entry has no 'latent_shape' [T, H, W]; re-run `videodiff encode`")
+    return tuple(int(v) for v in shape)
+
+
+def read_latent_cache(cache: str | Path, split: str | None = None) -> list[ManifestEntry]:
+    """The cache's entries (of one ``split``, ``train`` or ``val``, if given)."""
+    manifest = Path(cache) / "manifest.jsonl"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{cache}: not a latent cache (no manifest.jsonl); make one with `videodiff encode`")
+    return [e for e in read_manifest(manifest) if split is None or e.extra.get("split") == split]
+
+
+class LatentDataset(Dataset):
+    """Cached latents as samples (``VideoSample.video`` holds the latent).
+
+    Args:
+        entries: a cache folder (all its entries, or one ``split``), or entries already read from one.
+        split: with a folder, keep only this split.
+    """
+
+    def __init__(self, entries: str | Path | list[ManifestEntry], split: str | None = None):
+        self.entries = read_latent_cache(entries, split) if isinstance(entries, str | Path) else list(entries)
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, index: int) -> VideoSample | SkippedSample:
+    def __getitem__(self, request: SampleRequest | int) -> VideoSample | SkippedSample:
+        index = request.index if isinstance(request, SampleRequest) else int(request)
         entry = self.entries[index]
         try:
             latent = torch.load(entry.path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, EOFError) as e:
             return SkippedSample(index, entry.path, f"cannot load latent ({type(e).__name__}: {e})")
-        expected = tuple(entry.extra["latent_shape"])
+        expected = latent_shape(entry)
         if tuple(latent.shape[1:]) != expected:
             return SkippedSample(index, entry.path, f"latent has shape {tuple(latent.shape)}, manifest says {expected}")
         return VideoSample(video=latent.float(), caption=entry.caption, index=index, fps=float(entry.fps or 0.0))

@@ -73,6 +73,12 @@ _OBJECT = rf"a ({'|'.join(COLORS)}) ({'|'.join(SHAPES)}) ({'|'.join(MOTIONS)})"
 _CAPTION = re.compile(rf"^{_OBJECT}(?: and {_OBJECT})? on a ({'|'.join(BACKGROUNDS)}) background$")
 
 
+def vocabulary() -> list[str]:
+    """Every word a caption of the built-in grammar can use (for closed-vocabulary text encoders)."""
+    phrases = ["a and on background", *SHAPES, *COLORS, *MOTIONS, *BACKGROUNDS]
+    return list(dict.fromkeys(word for phrase in phrases for word in phrase.split()))
+
+
 def parse_caption(caption: str) -> tuple[tuple[SceneObject, ...], str]:
     """Invert ``caption_for``: the objects and background a caption states. Raises ValueError otherwise."""
     match = _CAPTION.match(caption.strip())

@@ -109,16 +109,20 @@ class FinalLayer(nn.Module):
 class DiT(nn.Module):
     """Diffusion Transformer on packed latent tokens.
 
+    The first four arguments depend on the rest of the system (the autoencoder's latent channels, the text
+    encoder's width, the label set, the diffusion's variance), so ``DiTModule`` supplies them and a config
+    states only the backbone's own choices.
+
     Args:
         in_channels: latent channels C.
-        patch_size: (pt, ph, pw).
-        size: a preset from ``PRESETS``; ``hidden_size``, ``depth`` and ``num_heads`` override it.
-        layout: ``joint`` or ``factorised`` space-time attention.
-        factorised: ``interleaved`` (alternate spatial / temporal blocks) or ``sequential`` (both per block).
-        positions: ``rope`` (3-D rotary, default) or ``sincos`` (additive factorised 3-D sin-cos).
-        learn_sigma: output 2 x the patch features (prediction, then variance values) for learned variance.
         text_dim: width of caption token states; None disables cross-attention.
         num_classes: enable class conditioning through adaLN (label ``num_classes`` is the null class).
+        learn_sigma: output 2 x the patch features (prediction, then variance values) for learned variance.
+        patch_size: (pt, ph, pw).
+        size: a preset from ``PRESETS``; ``hidden_size``, ``depth`` and ``num_heads`` override it.
+        attention: ``joint`` or ``factorised`` space-time attention.
+        factorised: ``interleaved`` (alternate spatial / temporal blocks) or ``sequential`` (both per block).
+        positions: ``rope`` (3-D rotary, default) or ``sincos`` (additive factorised 3-D sin-cos).
         attention_backend: see ``models/attention.py``.
         gradient_checkpointing: recompute each block in the backward pass (activation memory per block).
     """
@@ -126,26 +130,31 @@ class DiT(nn.Module):
     def __init__(
         self,
         in_channels: int = 4,
+        text_dim: int | None = None,
+        num_classes: int | None = None,
+        learn_sigma: bool = True,
         patch_size: tuple[int, int, int] = (1, 2, 2),
         size: SizeName = "tiny",
         hidden_size: int | None = None,
         depth: int | None = None,
         num_heads: int | None = None,
         mlp_ratio: float = 4.0,
-        layout: Literal["joint", "factorised"] = "joint",
+        attention: Literal["joint", "factorised"] = "joint",
         factorised: Literal["interleaved", "sequential"] = "interleaved",
         positions: Literal["rope", "sincos"] = "rope",
-        learn_sigma: bool = True,
-        text_dim: int | None = None,
-        num_classes: int | None = None,
         attention_backend: Backend = "auto",
         gradient_checkpointing: bool = False,
     ):
         super().__init__()
+        # Everything needed to rebuild this network from a checkpoint alone.
+        self.config = {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in locals().items() if k not in ("self", "__class__")
+        }
+        layout = attention
         if size not in PRESETS:
             raise ValueError(f"unknown DiT size {size!r}; expected one of {sorted(PRESETS)}")
         if layout not in ("joint", "factorised") or factorised not in ("interleaved", "sequential"):
-            raise ValueError(f"unknown attention layout {layout!r}/{factorised!r}")
+            raise ValueError(f"unknown attention {layout!r} / factorised {factorised!r}")
         preset_hidden, preset_depth, preset_heads = PRESETS[size]
         hidden = hidden_size or preset_hidden
         self.depth, self.num_heads = depth or preset_depth, num_heads or preset_heads
@@ -268,8 +277,8 @@ class DiT(nn.Module):
 def parameter_counts(**kwargs) -> dict[str, int]:
     """Trainable parameters of the joint and both factorised layouts for the same settings (fair comparisons)."""
     variants = {
-        "joint": {"layout": "joint"},
-        "factorised-interleaved": {"layout": "factorised", "factorised": "interleaved"},
-        "factorised-sequential": {"layout": "factorised", "factorised": "sequential"},
+        "joint": {"attention": "joint"},
+        "factorised-interleaved": {"attention": "factorised", "factorised": "interleaved"},
+        "factorised-sequential": {"attention": "factorised", "factorised": "sequential"},
     }
     return {name: sum(p.numel() for p in DiT(**{**kwargs, **v}).parameters()) for name, v in variants.items()}
