@@ -5,7 +5,7 @@ VENV ?= .venv
 # The torch requirement every install is constrained by. The default is the CPU build this project is
 # developed on; on a GPU machine override it, e.g. `make install TORCH="torch==2.5.1"` or TORCH=torch.
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,reference
+EXTRAS ?= dev,reference,text
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?=
 

@@ -99,9 +99,9 @@ def throughput_figures(
     """Training tokens/s (forward + backward + AdamW step, real tokens only) three ways on the same videos."""
     g = torch.Generator().manual_seed(0)
     videos = [torch.randn(LATENT_CHANNELS, *s, generator=g) for s in shapes]
-    model = DiT(in_channels=LATENT_CHANNELS, patch_size=PATCH, size=size, attention=layout, attention_backend=backend).to(
-        device
-    )
+    model = DiT(
+        in_channels=LATENT_CHANNELS, patch_size=PATCH, size=size, attention=layout, attention_backend=backend
+    ).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
     max_tokens = 1024
     batches = []

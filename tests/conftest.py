@@ -74,3 +74,11 @@ def clip_manifest(tmp_path):
 def synthetic_set(tmp_path_factory) -> Path:
     """A small built-in dataset, generated once per test session; returns the manifest path."""
     return synthetic.generate(tmp_path_factory.mktemp("synthetic"), num=24, seed=3)
+
+
+@pytest.fixture(scope="session")
+def autoencoder_ckpt(tmp_path_factory) -> str:
+    """A tiny untrained autoencoder checkpoint (the DiT only needs its strides and a deterministic map)."""
+    from tests.helpers import write_autoencoder_checkpoint
+
+    return write_autoencoder_checkpoint(tmp_path_factory.mktemp("ae") / "ae.ckpt")

@@ -59,10 +59,17 @@ def _encode_command(argv: list[str]) -> int:
     return main(argv)
 
 
-# Commands beside Lightning's; later ones (sample, evaluate) register here.
+def _sample_command(argv: list[str]) -> int:
+    from videodiff.commands.sample import main
+
+    return main(argv)
+
+
+# Commands beside Lightning's; later ones (evaluate) register here.
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "data": (_data_command, "make and check datasets: `videodiff data synth|scan|inspect --help`"),
     "encode": (_encode_command, "cache latents of a manifest with a trained autoencoder: `videodiff encode --help`"),
+    "sample": (_sample_command, "generate videos of any size from a DiT checkpoint: `videodiff sample --help`"),
 }
 
 USAGE = """usage: videodiff COMMAND [options]

@@ -75,20 +75,22 @@ def _print_config(capsys, *args: str) -> dict:
     return yaml.safe_load(capsys.readouterr().out)
 
 
-def _compose(config: Path) -> list[str]:
+def _compose(config: Path, autoencoder: str) -> list[str]:
     args = ["--config", str(config)]
     content = yaml.safe_load(config.read_text())
     if "data" not in content:
         args = ["--config", DATA, *args]
     if "model" not in content:
         args.append(MODEL)
+    elif content["model"]["class_path"].endswith("DiTModule"):
+        args.append(f"--model.init_args.autoencoder={autoencoder}")
     return args
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_config_parses_instantiates_and_round_trips(tmp_path, capsys, config, monkeypatch):
+def test_every_config_parses_instantiates_and_round_trips(tmp_path, capsys, config, monkeypatch, autoencoder_ckpt):
     monkeypatch.setenv("VIDEODIFF_MANIFEST", str(tmp_path / "m.jsonl"))
-    args = _compose(config)
+    args = _compose(config, autoencoder_ckpt)
     printed = _print_config(capsys, *args)
     (tmp_path / "printed.yaml").write_text(yaml.safe_dump(printed))
     assert _print_config(capsys, "--config", str(tmp_path / "printed.yaml")) == printed

@@ -126,7 +126,9 @@ def test_dit_backends_agree_with_the_loop(backend):
     for name in ("loop", backend):
         # float64: the whole-model comparison then isolates the backends from fp32 rounding.
         model = randomize(
-            DiT(in_channels=4, patch_size=PATCH, attention="factorised", factorised="sequential", attention_backend=name)
+            DiT(
+                in_channels=4, patch_size=PATCH, attention="factorised", factorised="sequential", attention_backend=name
+            )
         ).double()
         batch = pack([v.double() for v in vids], PATCH, 24)
         out = model(batch.tokens, torch.arange(4) * 10, batch)

@@ -40,7 +40,11 @@ def test_packed_equals_alone_on_cuda(backend):
     model = (
         randomize(
             DiT(
-                in_channels=4, patch_size=PATCH, attention="factorised", factorised="sequential", attention_backend=backend
+                in_channels=4,
+                patch_size=PATCH,
+                attention="factorised",
+                factorised="sequential",
+                attention_backend=backend,
             )
         )
         .to(cuda)

@@ -243,3 +243,17 @@ def read_frames_pyav(path: str | os.PathLike) -> np.ndarray:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
+
+
+def write_gif(path: str | os.PathLike, frames_thwc: np.ndarray, fps: float) -> Path:
+    """Write uint8 ``(T, H, W, 3)`` RGB frames as an animated GIF (8-bit palette), for quick previews."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames_thwc = np.ascontiguousarray(frames_thwc)
+    with av.open(str(path), "w", format="gif") as container:
+        stream = container.add_stream("gif", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = frames_thwc.shape[2], frames_thwc.shape[1], "rgb8"
+        for frame in frames_thwc:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path

@@ -215,7 +215,7 @@ class CaptionCache:
 
 
 class CaptionClasses:
-    """Class labels from captions: the one class name that occurs as a word of the caption.
+    """Class labels from captions: the first class name a caption mentions (its first-named subject).
 
     Args:
         classes: the class names (single words, e.g. the built-in dataset's shapes).
@@ -225,6 +225,7 @@ class CaptionClasses:
         if not classes:
             raise ValueError("CaptionClasses: give at least one class name")
         self.classes = [c.lower() for c in classes]
+        self.index = {c: i for i, c in enumerate(self.classes)}
 
     @property
     def num_classes(self) -> int:
@@ -233,9 +234,8 @@ class CaptionClasses:
     def __call__(self, captions: Sequence[str]) -> torch.Tensor:
         labels = []
         for caption in captions:
-            found = [i for i, c in enumerate(self.classes) if c in words(caption)]
-            if len(found) != 1:
-                named = [self.classes[i] for i in found]
-                raise ValueError(f"caption {caption!r} names {len(found)} of the classes {self.classes} ({named})")
-            labels.append(found[0])
+            found = next((self.index[w] for w in words(caption) if w in self.index), None)
+            if found is None:
+                raise ValueError(f"caption {caption!r} names none of the classes {self.classes}")
+            labels.append(found)
         return torch.tensor(labels, dtype=torch.long)

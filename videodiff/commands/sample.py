@@ -1,0 +1,129 @@
+"""``videodiff sample``: generate videos from a DiT checkpoint, any size per prompt, in one packed call."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from videodiff.data.sizing import SizingError
+
+SIZE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
+
+
+def parse_size(text: str) -> tuple[int, int, int]:
+    match = SIZE.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"size {text!r} is not FRAMESxHEIGHTxWIDTH (e.g. 9x32x48)")
+    return tuple(int(v) for v in match.groups())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videodiff sample",
+        description="Generate one video per prompt with a trained DiT (one mp4 each, plus a GIF grid).",
+    )
+    parser.add_argument("--ckpt", required=True, help="a DiTModule checkpoint (from `videodiff fit`)")
+    parser.add_argument("--prompt", action="append", required=True, help="a caption; repeat for several videos")
+    parser.add_argument("--frames", type=int, help="frames of every video (1: an image)")
+    parser.add_argument("--height", type=int, help="height in pixels of every video")
+    parser.add_argument("--width", type=int, help="width in pixels of every video")
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        action="append",
+        help="FRAMESxHEIGHTxWIDTH, one per prompt (repeat) or one for all; instead of --frames/--height/--width",
+    )
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
+    parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (1: off)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-tokens", type=int, default=None, help="packed row length (default: longest video)")
+    parser.add_argument("--no-ema", action="store_true", help="sample with the raw weights, not the EMA ones")
+    parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the written files")
+    parser.add_argument("--out", default="samples", help="output folder")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser
+
+
+def sizes_from(args: argparse.Namespace) -> list[tuple[int, int, int]]:
+    given = [args.frames, args.height, args.width]
+    if args.size and any(v is not None for v in given):
+        raise ValueError("give either --size or --frames/--height/--width, not both")
+    if args.size:
+        if len(args.size) not in (1, len(args.prompt)):
+            raise ValueError(f"{len(args.size)} --size values for {len(args.prompt)} prompts: give one, or one each")
+        return list(args.size) * (len(args.prompt) if len(args.size) == 1 else 1)
+    if any(v is None for v in given):
+        raise ValueError("give the size: --frames, --height and --width (or --size FxHxW)")
+    return [tuple(given)] * len(args.prompt)
+
+
+def slug(text: str, limit: int = 48) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "video"
+
+
+def grid_frames(videos: list[np.ndarray], gap: int = 2) -> np.ndarray:
+    """Videos ``(T, H, W, 3)`` of any sizes side by side on a black canvas; short ones hold their last frame."""
+    frames = max(v.shape[0] for v in videos)
+    height = max(v.shape[1] for v in videos)
+    width = sum(v.shape[2] for v in videos) + gap * (len(videos) - 1)
+    canvas = np.zeros((frames, height + height % 2, width + width % 2, 3), dtype=np.uint8)
+    x = 0
+    for video in videos:
+        held = np.concatenate([video, np.repeat(video[-1:], frames - video.shape[0], axis=0)])
+        canvas[:, : video.shape[1], x : x + video.shape[2]] = held
+        x += video.shape[2] + gap
+    return canvas
+
+
+def sample(args: argparse.Namespace, console: Console) -> int:
+    from videodiff.data.decoding import write_gif, write_image, write_video
+    from videodiff.data.transforms import cthw_to_thwc, to_uint8
+    from videodiff.models.dit.module import DiTModule
+
+    sizes = sizes_from(args)
+    module = DiTModule.from_checkpoint(args.ckpt, map_location=args.device).to(args.device)
+    for size in sizes:
+        module.check_size(size)  # every size is checked before any work starts
+    videos = module.sample_videos(
+        args.prompt,
+        sizes,
+        steps=args.steps,
+        sampler=args.sampler,
+        eta=args.eta,
+        guidance=args.guidance,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        use_ema=not args.no_ema,
+        progress=console.is_terminal,
+    )
+    out = Path(args.out)
+    arrays = []
+    for i, (prompt, video) in enumerate(zip(args.prompt, videos, strict=True)):
+        frames = cthw_to_thwc(to_uint8(video.cpu())).numpy()  # (T, H, W, 3)
+        arrays.append(frames)
+        name = f"{i:03d}-{slug(prompt)}"
+        path = write_video(out / f"{name}.mp4", frames, fps=args.fps, lossless=True)
+        if frames.shape[0] == 1:
+            write_image(out / f"{name}.png", frames[0])
+        console.print(f"{path}  {'x'.join(map(str, sizes[i]))}  {prompt!r}", highlight=False, soft_wrap=True)
+    grid = write_gif(out / "grid.gif", grid_frames(arrays), fps=args.fps)
+    console.print(f"{grid}  all {len(videos)} side by side", highlight=False)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return sample(args, Console(file=sys.stdout, soft_wrap=True))
+    except (ValueError, OSError, SizingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
