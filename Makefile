@@ -39,19 +39,48 @@ test-all: install ## run every tier, slow included (gpu tests skip without CUDA)
 lint: install ## ruff
 	$(BIN)/ruff check videodiff tests bench
 
-demo: install $(DEMO_DIR)/data/manifest.clean.jsonl ## the main job on the built-in dataset (data stages until the models land)
-	$(BIN)/videodiff data inspect --config configs/data/synthetic.yaml \
-		--data.init_args.synthetic=null --data.init_args.manifest=$(DEMO_DIR)/data/manifest.clean.jsonl
+demo: install $(DEMO_DIR)/samples/grid.gif ## the whole pipeline on the built-in dataset: data, VAE, latents, DiT, samples
+	@echo "demo done: samples in $(DEMO_DIR)/samples (mp4 per prompt, grid.gif); runs tracked offline in runs/"
 
-# Demo stages are file targets: a re-run skips what exists (FORCE=1 redoes them).
+# Demo stages are file targets: a re-run skips what exists (FORCE=1 redoes them). Each stage is one command
+# a user would type; the step counts keep the whole demo to minutes on a 2-core CPU.
+AE_STEPS ?= 800
+DIT_STEPS ?= 1500
+DEMO_PROMPTS := --prompt "a red circle moving right on a black background" \
+	--prompt "a yellow square moving down on a navy background" \
+	--prompt "a white triangle growing on a dark background"
+CHECKPOINT_TO = --trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint \
+	--trainer.callbacks.dirpath=$(DEMO_DIR) --trainer.callbacks.filename=$(1) \
+	--trainer.callbacks.enable_version_counter=false
 ifeq ($(FORCE),1)
-.PHONY: $(DEMO_DIR)/data/manifest.jsonl $(DEMO_DIR)/data/manifest.clean.jsonl
+.PHONY: $(DEMO_DIR)/data/manifest.jsonl
 endif
 $(DEMO_DIR)/data/manifest.jsonl: | install
 	$(BIN)/videodiff data synth --out $(DEMO_DIR)/data --num 200 --seed 0
 
 $(DEMO_DIR)/data/manifest.clean.jsonl: $(DEMO_DIR)/data/manifest.jsonl
 	$(BIN)/videodiff data scan $< --out $@
+
+$(DEMO_DIR)/autoencoder.ckpt: $(DEMO_DIR)/data/manifest.clean.jsonl
+	$(BIN)/videodiff fit --config configs/autoencoder/tiny.yaml \
+		--data.init_args.synthetic=null --data.init_args.manifest=$< \
+		--trainer.max_steps=$(AE_STEPS) --trainer.val_check_interval=$$(( $(AE_STEPS) / 2 )) \
+		$(call CHECKPOINT_TO,autoencoder)
+
+$(DEMO_DIR)/latents/manifest.jsonl: $(DEMO_DIR)/autoencoder.ckpt
+	$(BIN)/videodiff encode --ckpt $< --manifest $(DEMO_DIR)/data/manifest.clean.jsonl --out $(DEMO_DIR)/latents \
+		--patch 1 2 2 --max-frames 9 --token-budget 256 --val-fraction 0.1
+
+$(DEMO_DIR)/dit.ckpt: $(DEMO_DIR)/latents/manifest.jsonl
+	$(BIN)/videodiff fit --config configs/dit/tiny_joint.yaml \
+		--model.init_args.autoencoder=$(DEMO_DIR)/autoencoder.ckpt \
+		--data.init_args.synthetic=null --data.init_args.latents=$(DEMO_DIR)/latents \
+		--trainer.max_steps=$(DIT_STEPS) --trainer.val_check_interval=$$(( $(DIT_STEPS) / 3 )) \
+		$(call CHECKPOINT_TO,dit)
+
+$(DEMO_DIR)/samples/grid.gif: $(DEMO_DIR)/dit.ckpt
+	$(BIN)/videodiff sample --ckpt $< $(DEMO_PROMPTS) --size 9x32x48 --size 1x48x32 --size 9x40x40 \
+		--steps 50 --guidance 4 --seed 0 --out $(DEMO_DIR)/samples
 
 bench: install ## run the benchmarks; writes bench/results.json and bench/results.md
 	$(BIN)/python bench/run.py --out bench
