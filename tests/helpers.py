@@ -49,3 +49,17 @@ def write_autoencoder_checkpoint(path, latent_scale: float = 0.5, seed: int = 0)
     module.latent_scale.fill_(latent_scale)
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
     return str(path)
+
+
+def make_dit_module(autoencoder_ckpt: str, **kwargs):
+    """A tiny text- and label-conditioned DiTModule over the tiny autoencoder (seeded)."""
+    import functools
+
+    from videodiff.models.dit.model import DiT
+    from videodiff.models.dit.module import DiTModule
+    from videodiff.models.text import CaptionClasses, WordTextEncoder
+
+    torch.manual_seed(0)
+    backbone = functools.partial(DiT, patch_size=(1, 2, 2), size="tiny", hidden_size=32, depth=2, num_heads=2)
+    options = dict(text_encoder=WordTextEncoder(dim=16), labels=CaptionClasses(["circle", "square", "triangle"]))
+    return DiTModule(backbone, autoencoder_ckpt, **{**options, **kwargs})

@@ -1,17 +1,13 @@
-import functools
-
 import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from tests.helpers import write_autoencoder_checkpoint
+from tests.helpers import make_dit_module, write_autoencoder_checkpoint
 from videodiff.data import ClipSampling, PackedRows, VideoDataModule
 from videodiff.data.datasets import VideoListBatch
 from videodiff.data.sizing import SizingError
 from videodiff.diffusion import classifier_free_guidance
-from videodiff.models.dit.model import DiT
 from videodiff.models.dit.module import DiTModule
-from videodiff.models.text import CaptionClasses, WordTextEncoder
 from videodiff.packing.pack import pack
 
 # The tests call steps directly, outside a Trainer, where self.log only warns.
@@ -25,10 +21,7 @@ CAPTIONS = [
 
 
 def make_module(autoencoder_ckpt, **kwargs) -> DiTModule:
-    torch.manual_seed(0)
-    backbone = functools.partial(DiT, patch_size=(1, 2, 2), size="tiny", hidden_size=32, depth=2, num_heads=2)
-    options = dict(text_encoder=WordTextEncoder(dim=16), labels=CaptionClasses(["circle", "square", "triangle"]))
-    return DiTModule(backbone, autoencoder_ckpt, **{**options, **kwargs})
+    return make_dit_module(autoencoder_ckpt, **kwargs)
 
 
 def randomise(module: DiTModule) -> DiTModule:

@@ -1,0 +1,1 @@
+"""Evaluation metrics: FVD and the networks it needs."""
