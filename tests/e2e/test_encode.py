@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import torch
 from lightning.pytorch import Trainer
 
@@ -120,3 +122,33 @@ def test_encode_skips_and_reports_unreadable_clips(tmp_path, synthetic_set, caps
     out = capsys.readouterr().out
     assert "encoded 4 clips" in out and "skipped 1" in out and "broken.mp4: cannot open as video" in out
     assert len(LatentDataset(tmp_path / "c")) == 4
+
+
+def test_a_checkpoint_written_by_the_cli_encodes(tmp_path, synthetic_set):
+    """Regression: LightningCLI adds private keys (_class_path, _instantiator) to a checkpoint's hparams."""
+    from videodiff.cli import VideoDiffCLI
+
+    root = Path(__file__).resolve().parents[2]
+    VideoDiffCLI(
+        args=[
+            "fit", "--config", str(root / "configs/autoencoder/tiny.yaml"),
+            "--config", str(root / "configs/presets/debug.yaml"),
+            "--data.init_args.synthetic=null", f"--data.init_args.manifest={synthetic_set}",
+            "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.enable_checkpointing=true",
+            "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+            f"--trainer.callbacks.dirpath={tmp_path}", "--trainer.callbacks.filename=ae",
+            "--trainer.callbacks.enable_version_counter=false",
+        ]
+    )  # fmt: skip
+    assert "_class_path" in torch.load(tmp_path / "ae.ckpt", weights_only=True)["hyper_parameters"]
+    assert AutoencoderModule.from_checkpoint(tmp_path / "ae.ckpt").latent_grid.spatial_compression == 4
+    args = [
+        "encode",
+        "--ckpt",
+        str(tmp_path / "ae.ckpt"),
+        "--manifest",
+        str(synthetic_set),
+        "--out",
+        str(tmp_path / "c"),
+    ]
+    assert main([*args, "--max-frames", "5", "--token-budget", "64"]) == 0

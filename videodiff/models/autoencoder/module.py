@@ -17,6 +17,7 @@ from videodiff.models.autoencoder.losses import (
     hinge_discriminator_loss,
 )
 from videodiff.models.autoencoder.model import VideoAutoencoder
+from videodiff.models.checkpoints import read_checkpoint
 
 
 class AutoencoderModule(LightningModule):
@@ -75,17 +76,14 @@ class AutoencoderModule(LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> AutoencoderModule:
         """Rebuild the module from a checkpoint alone (strict: every key must match)."""
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: checkpoint not found")
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        hparams = dict(checkpoint.get("hyper_parameters", {}))
-        if "autoencoder_config" not in hparams:
+        hparams, state_dict = read_checkpoint(path, map_location)
+        if "autoencoder_config" not in hparams or "backbone_config" in hparams:
             raise ValueError(f"{path}: not an AutoencoderModule checkpoint (no 'autoencoder_config' hyperparameter)")
         network = VideoAutoencoder(**hparams.pop("autoencoder_config"))
         disc_config = hparams.pop("discriminator_config", None)
         discriminator = PatchDiscriminator3D(**disc_config) if disc_config else None
         module = cls(network, discriminator=discriminator, **hparams)
-        module.load_state_dict(checkpoint["state_dict"], strict=True)
+        module.load_state_dict(state_dict, strict=True)
         return module.eval()
 
     @property

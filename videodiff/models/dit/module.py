@@ -18,6 +18,7 @@ from videodiff.diffusion.gaussian import GaussianDiffusion
 from videodiff.diffusion.samplers import DDIMSampler, DDPMSampler, classifier_free_guidance
 from videodiff.models.autoencoder.model import VideoAutoencoder
 from videodiff.models.autoencoder.module import AutoencoderModule
+from videodiff.models.checkpoints import read_checkpoint
 from videodiff.models.dit.model import DiT
 from videodiff.models.text import CaptionCache, CaptionClasses, TextEncoder, build_text_encoder
 from videodiff.packing.pack import PackedBatch, TokenDropping, pack, unpack_videos
@@ -119,11 +120,7 @@ class DiTModule(LightningModule):
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> DiTModule:
         """Rebuild the module from its checkpoint alone (strict: every key must match)."""
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: checkpoint not found")
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-        # LightningCLI adds private keys (``_class_path``, ``_instantiator``) that are not arguments.
-        hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+        hparams, state_dict = read_checkpoint(path, map_location)
         if "backbone_config" not in hparams:
             kind = "an autoencoder" if "autoencoder_config" in hparams else "not a DiTModule"
             raise ValueError(f"{path}: {kind} checkpoint (no 'backbone_config' hyperparameter); give a DiT checkpoint")
@@ -142,7 +139,7 @@ class DiTModule(LightningModule):
             dropping=TokenDropping(**dropping) if dropping else None,
             **hparams,
         )
-        module.load_state_dict(checkpoint["state_dict"], strict=True)
+        module.load_state_dict(state_dict, strict=True)
         return module.eval()
 
     # Sizes ------------------------------------------------------------------------------------------------
