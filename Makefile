@@ -48,11 +48,18 @@ demo: install $(DEMO_DIR)/samples/grid.gif ## the whole pipeline on the built-in
 
 # Demo stages are file targets: a re-run skips what exists (FORCE=1 redoes them). Each stage is one command
 # a user would type; the step counts keep the whole demo to minutes on a 2-core CPU.
-AE_STEPS ?= 800
-DIT_STEPS ?= 1500
+# DEMO=quick is a smoke run of every stage (a few minutes); the default trains long enough to be judged.
+ifeq ($(DEMO),quick)
+AE_STEPS ?= 200
+DIT_STEPS ?= 300
+DEMO_DIR := runs/demo-quick
+else
+AE_STEPS ?= 4000
+DIT_STEPS ?= 6000
+endif
 DEMO_PROMPTS := --prompt "a red circle moving right on a black background" \
 	--prompt "a yellow square moving down on a navy background" \
-	--prompt "a white triangle growing on a dark background"
+	--prompt "a white triangle growing on a dark green background"
 CHECKPOINT_TO = --trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint \
 	--trainer.callbacks.dirpath=$(DEMO_DIR) --trainer.callbacks.filename=$(1) \
 	--trainer.callbacks.enable_version_counter=false

@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 # about. Set before jsonargparse is imported; an explicit setting in the environment wins.
 os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
+import yaml
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -29,12 +30,22 @@ DEFAULT_LOGGER = {
 }
 
 
+class SaveAndLogConfig(SaveConfigCallback):
+    """Saves the resolved config beside the run (Lightning's behaviour) and sends it to every logger."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": config})
+
+
 class VideoDiffCLI(LightningCLI):
     """LightningCLI in subclass mode: ``model`` and ``data`` are any LightningModule / LightningDataModule."""
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs):
         kwargs.setdefault("trainer_defaults", {"logger": DEFAULT_LOGGER, "default_root_dir": "runs"})
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("save_config_callback", SaveAndLogConfig)
         super().__init__(
             model_class=LightningModule,
             datamodule_class=LightningDataModule,
@@ -65,11 +76,18 @@ def _sample_command(argv: list[str]) -> int:
     return main(argv)
 
 
-# Commands beside Lightning's; later ones (evaluate) register here.
+def _fvd_command(argv: list[str]) -> int:
+    from videodiff.commands.fvd import main
+
+    return main(argv)
+
+
+# Commands beside Lightning's.
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "data": (_data_command, "make and check datasets: `videodiff data synth|scan|inspect --help`"),
     "encode": (_encode_command, "cache latents of a manifest with a trained autoencoder: `videodiff encode --help`"),
     "sample": (_sample_command, "generate videos of any size from a DiT checkpoint: `videodiff sample --help`"),
+    "fvd": (_fvd_command, "FVD between real and generated videos (I3D): `videodiff fvd --help`"),
 }
 
 USAGE = """usage: videodiff COMMAND [options]

@@ -27,7 +27,7 @@ def fit(tmp_path, manifest, module, callbacks, logger, **trainer_args) -> Traine
     trainer = Trainer(
         max_steps=2, logger=logger, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
         num_sanity_val_steps=0, default_root_dir=tmp_path, limit_val_batches=1, val_check_interval=2,
-        **trainer_args,
+        log_every_n_steps=1, **trainer_args,
     )  # fmt: skip
     trainer.fit(module, data(manifest))
     return trainer
@@ -74,7 +74,9 @@ def test_fvd_callback_logs_the_protocol_and_caches_real_features(tmp_path, synth
     logger = CSVLogger(str(tmp_path), name="csv")
     fit(tmp_path, synthetic_set, make_dit_module(autoencoder_ckpt), [callback], logger, max_epochs=None)
     with open(Path(logger.log_dir) / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val/fvd")]
+        every = list(csv.DictReader(f))
+    rows = [r for r in every if r.get("val/fvd")]
+    assert any(r.get("train/lr") for r in every) and any(float(r.get("train/tokens_per_s") or 0) > 0 for r in every)
     assert len(rows) == 1 and float(rows[0]["val/fvd4_3f_16px"]) == float(rows[0]["val/fvd"]) > 0
     cached = list((tmp_path / "fvd").glob("real-*.pt"))
     assert len(cached) == 1 and torch.load(cached[0]).shape == (4, 9)

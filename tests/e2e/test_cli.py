@@ -140,6 +140,8 @@ def test_fit_runs_and_saves_its_resolved_config(tmp_path):
     assert config["data"]["init_args"]["synthetic"]["seed"] == 3  # resolved, not "${..seed}"
     (metrics,) = run_dir.rglob("metrics.csv")
     assert "train/loss" in metrics.read_text().splitlines()[0]
+    (hparams,) = run_dir.rglob("hparams.yaml")  # the resolved config also went to the logger
+    assert yaml.safe_load(hparams.read_text())["config"]["data"]["init_args"]["synthetic"]["seed"] == 3
 
 
 def test_default_logger_is_offline_wandb(tmp_path):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from videodiff.callbacks.video_logging import log_videos, run_directory
 
 log = logging.getLogger(__name__)
 
@@ -18,26 +18,6 @@ def parse_size(text: str) -> tuple[int, int, int]:
     if len(parts) != 3 or not all(p.isdigit() for p in parts):
         raise ValueError(f"size {text!r} is not FRAMESxHEIGHTxWIDTH (e.g. 9x32x48)")
     return tuple(int(p) for p in parts)
-
-
-def run_directory(trainer: Trainer) -> Path:
-    return Path(trainer.log_dir or trainer.default_root_dir)
-
-
-def log_videos(trainer: Trainer, key: str, paths: list[Path], gifs: list[bytes], shapes, captions: list[str]) -> None:
-    """Send encoded videos to each logger: wandb gets the mp4 files, TensorBoard the GIFs; files stay on disk."""
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            # From files: handing wandb raw arrays would need moviepy (which downgrades pillow).
-            logger.log_video(key, [str(p) for p in paths], step=trainer.global_step, caption=captions)
-        elif isinstance(logger, TensorBoardLogger):
-            from tensorboard.compat.proto.summary_pb2 import Summary
-
-            # TensorBoard's add_video also needs moviepy; it only wraps a GIF in an image summary, done here.
-            for i, (gif, (_, h, w)) in enumerate(zip(gifs, shapes, strict=True)):
-                image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=gif)
-                summary = Summary(value=[Summary.Value(tag=f"{key}/{i}", image=image)])
-                logger.experiment.file_writer.add_summary(summary, trainer.global_step)
 
 
 class SampleVideos(Callback):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
+from videodiff.commands import run_reporting_errors
 from videodiff.data.datamodule import VideoDataModule
 from videodiff.data.datasets import ClipSampling, SkippedSample
 from videodiff.data.latents import write_latent
@@ -90,9 +90,6 @@ def encode_manifest(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return encode_manifest(args, Console(file=sys.stdout, soft_wrap=True))
-    except (ManifestError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    return run_reporting_errors(
+        encode_manifest, build_parser().parse_args(argv), (ManifestError, ValueError, OSError), code=1
+    )

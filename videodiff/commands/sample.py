@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
 
+from videodiff.commands import run_reporting_errors
 from videodiff.data.sizing import SizingError
 
 SIZE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
@@ -120,10 +120,4 @@ def sample(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return sample(args, Console(file=sys.stdout, soft_wrap=True))
-    except (ValueError, OSError, SizingError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(sample, build_parser().parse_args(argv), (ValueError, OSError, SizingError), code=2)

@@ -106,6 +106,7 @@ class AutoencoderModule(LightningModule):
             return self._adversarial_step(batch)
         losses, _, _ = self._losses(batch.video, sample=True)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch), prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=len(batch))
         return losses["loss"]
 
     def _adversarial_step(self, batch: VideoBatch) -> torch.Tensor:
@@ -165,14 +166,19 @@ class AutoencoderModule(LightningModule):
         self.log("val/latent_std", std, sync_dist=True)
 
     def _write_reconstructions(self, video: torch.Tensor, recon: torch.Tensor) -> None:
-        from videodiff.data.decoding import write_video
+        from videodiff.callbacks.video_logging import log_videos
+        from videodiff.data.decoding import write_gif, write_video
         from videodiff.data.transforms import cthw_to_thwc, to_uint8
 
         root = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "reconstructions"
         pair = torch.cat([video, recon.clamp(-1, 1)], dim=-1)  # (B, C, T, H, 2W): input | output
+        paths, gifs, shapes = [], [], []
         for i, clip in enumerate(pair[:4]):
             frames = cthw_to_thwc(to_uint8(clip.detach().cpu())).numpy()
-            write_video(root / f"step{self.global_step:07d}-{i}.mp4", frames, fps=8, lossless=True)
+            paths.append(write_video(root / f"step{self.global_step:07d}-{i}.mp4", frames, fps=8, lossless=True))
+            gifs.append(write_gif(root / f"step{self.global_step:07d}-{i}.gif", frames, fps=8).read_bytes())
+            shapes.append(frames.shape[:3])
+        log_videos(self.trainer, "reconstructions", paths, gifs, shapes, ["input | reconstruction"] * len(paths))
 
     def configure_optimizers(self):
         warmup = max(1, self.hparams.warmup_steps)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -229,15 +230,23 @@ class DiTModule(LightningModule):
         packed = self.pack_batch(batch, train=True)
         drop = torch.rand(len(batch)) < self.hparams.caption_dropout
         losses = self._losses(self.backbone, packed, self.condition(batch.captions, drop))
-        tokens = packed.mask.sum()
+        self._real_tokens = int(packed.mask.sum())
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch), prog_bar=True)
-        self.log("train/tokens", tokens.float(), batch_size=len(batch), reduce_fx="sum")
         self.log("train/padding", packed.padding_fraction(), batch_size=len(batch))
+        if self._trainer is not None:
+            self.log("train/lr", self._trainer.optimizers[0].param_groups[0]["lr"], batch_size=len(batch))
         return losses["loss"]
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        self._step_start = time.perf_counter()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None:
             self.ema.update_parameters(self.backbone)
+        # Real tokens only: padding and dropped tokens are not throughput.
+        seconds = time.perf_counter() - getattr(self, "_step_start", time.perf_counter())
+        if seconds > 0 and getattr(self, "_real_tokens", 0):
+            self.log("train/tokens_per_s", self._real_tokens / seconds, batch_size=1)
 
     @property
     def eval_network(self) -> DiT:
