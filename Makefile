@@ -17,7 +17,7 @@ STAMP := $(VENV)/.videodiff-installed
 CONSTRAINTS := $(VENV)/constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint demo bench clean
+.PHONY: help install test test-all lint demo demo-factorised bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,11 +43,14 @@ test-all: install ## run every tier, slow included (gpu tests skip without CUDA)
 lint: install ## ruff
 	$(BIN)/ruff check videodiff tests bench
 
-demo: install $(DEMO_DIR)/samples/grid.gif ## the whole pipeline on the built-in dataset: data, VAE, latents, DiT, samples
-	@echo "demo done: samples in $(DEMO_DIR)/samples (mp4 per prompt, grid.gif); runs tracked offline in runs/"
+demo: install $(DEMO_DIR)/report/report.html ## the whole pipeline on the built-in set: data, VAE, latents, DiT, samples, report
+	@echo "demo done: open $(DEMO_DIR)/report/report.html (or report.md); runs tracked offline under $(DEMO_DIR)/"
+
+demo-factorised: install ## the same DiT with factorised space-time attention (reuses the demo's VAE and latents)
+	$(MAKE) demo DIT_ATTENTION=factorised
 
 # Demo stages are file targets: a re-run skips what exists (FORCE=1 redoes them). Each stage is one command
-# a user would type; the step counts keep the whole demo to minutes on a 2-core CPU.
+# a user would type, run through videodiff.commands.stage (one line per stage, durations to timings.jsonl).
 # DEMO=quick is a smoke run of every stage (a few minutes); the default trains long enough to be judged.
 ifeq ($(DEMO),quick)
 AE_STEPS ?= 200
@@ -57,9 +60,15 @@ else
 AE_STEPS ?= 4000
 DIT_STEPS ?= 6000
 endif
-DEMO_PROMPTS := --prompt "a red circle moving right on a black background" \
-	--prompt "a yellow square moving down on a navy background" \
-	--prompt "a white triangle growing on a dark green background"
+DIT_ATTENTION ?= joint
+STAGE = $(BIN)/python -m videodiff.commands.stage --log $(DEMO_DIR)/timings.jsonl --name
+# Landscape, portrait, square and an image; the report marks prompts that no training caption has.
+DEMO_PROMPTS := --prompt "a red circle moving right on a black background" --size 9x32x48 \
+	--prompt "a yellow square moving down on a navy background" --size 9x48x32 \
+	--prompt "a white triangle growing on a dark green background" --size 9x40x40 \
+	--prompt "a cyan circle moving up on a gray background" --size 9x32x48 \
+	--prompt "a orange square still on a black background" --size 1x40x56 \
+	--prompt "a green triangle moving left on a navy background" --size 9x40x40
 CHECKPOINT_TO = --trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint \
 	--trainer.callbacks.dirpath=$(DEMO_DIR) --trainer.callbacks.filename=$(1) \
 	--trainer.callbacks.enable_version_counter=false
@@ -67,31 +76,39 @@ ifeq ($(FORCE),1)
 .PHONY: $(DEMO_DIR)/data/manifest.jsonl
 endif
 $(DEMO_DIR)/data/manifest.jsonl: | install
-	$(BIN)/videodiff data synth --out $(DEMO_DIR)/data --num 200 --seed 0
+	$(STAGE) data -- $(BIN)/videodiff data synth --out $(DEMO_DIR)/data --num 200 --seed 0
 
 $(DEMO_DIR)/data/manifest.clean.jsonl: $(DEMO_DIR)/data/manifest.jsonl
-	$(BIN)/videodiff data scan $< --out $@
+	$(STAGE) scan -- $(BIN)/videodiff data scan $< --out $@
 
 $(DEMO_DIR)/autoencoder.ckpt: $(DEMO_DIR)/data/manifest.clean.jsonl
-	$(BIN)/videodiff fit --config configs/autoencoder/tiny.yaml \
+	$(STAGE) autoencoder -- $(BIN)/videodiff fit --config configs/autoencoder/tiny.yaml \
+		--config configs/presets/wandb.yaml --trainer.default_root_dir=$(DEMO_DIR)/autoencoder \
 		--data.init_args.synthetic=null --data.init_args.manifest=$< \
 		--trainer.max_steps=$(AE_STEPS) --trainer.val_check_interval=$$(( $(AE_STEPS) / 2 )) \
 		$(call CHECKPOINT_TO,autoencoder)
 
 $(DEMO_DIR)/latents/manifest.jsonl: $(DEMO_DIR)/autoencoder.ckpt
-	$(BIN)/videodiff encode --ckpt $< --manifest $(DEMO_DIR)/data/manifest.clean.jsonl --out $(DEMO_DIR)/latents \
-		--patch 1 2 2 --max-frames 9 --token-budget 256 --val-fraction 0.1
+	$(STAGE) latents -- $(BIN)/videodiff encode --ckpt $< --manifest $(DEMO_DIR)/data/manifest.clean.jsonl \
+		--out $(DEMO_DIR)/latents --patch 1 2 2 --max-frames 9 --token-budget 256 --val-fraction 0.1
 
-$(DEMO_DIR)/dit.ckpt: $(DEMO_DIR)/latents/manifest.jsonl
-	$(BIN)/videodiff fit --config configs/dit/tiny_joint.yaml \
+$(DEMO_DIR)/dit-$(DIT_ATTENTION).ckpt: $(DEMO_DIR)/latents/manifest.jsonl
+	$(STAGE) dit-$(DIT_ATTENTION) -- $(BIN)/videodiff fit --config configs/dit/tiny_joint.yaml \
+		--config configs/presets/wandb.yaml --trainer.default_root_dir=$(DEMO_DIR)/dit-$(DIT_ATTENTION) \
+		--model.init_args.backbone.init_args.attention=$(DIT_ATTENTION) \
 		--model.init_args.autoencoder=$(DEMO_DIR)/autoencoder.ckpt \
 		--data.init_args.synthetic=null --data.init_args.latents=$(DEMO_DIR)/latents \
 		--trainer.max_steps=$(DIT_STEPS) --trainer.val_check_interval=$$(( $(DIT_STEPS) / 3 )) \
-		$(call CHECKPOINT_TO,dit)
+		$(call CHECKPOINT_TO,dit-$(DIT_ATTENTION))
 
-$(DEMO_DIR)/samples/grid.gif: $(DEMO_DIR)/dit.ckpt
-	$(BIN)/videodiff sample --ckpt $< $(DEMO_PROMPTS) --size 9x32x48 --size 1x48x32 --size 9x40x40 \
-		--steps 50 --guidance 4 --seed 0 --out $(DEMO_DIR)/samples
+$(DEMO_DIR)/samples-$(DIT_ATTENTION)/samples.jsonl: $(DEMO_DIR)/dit-$(DIT_ATTENTION).ckpt
+	$(STAGE) samples-$(DIT_ATTENTION) -- $(BIN)/videodiff sample --ckpt $< $(DEMO_PROMPTS) \
+		--steps 50 --guidance 4 --seed 0 --out $(DEMO_DIR)/samples-$(DIT_ATTENTION)
+
+# Always rewritten: it reports every backbone whose samples exist.
+.PHONY: $(DEMO_DIR)/report/report.html
+$(DEMO_DIR)/report/report.html: $(DEMO_DIR)/samples-$(DIT_ATTENTION)/samples.jsonl
+	$(STAGE) report -- $(BIN)/videodiff report --demo-dir $(DEMO_DIR)
 
 bench: install ## run the benchmarks; writes bench/results.json and bench/results.md
 	$(BIN)/python bench/run.py --out bench

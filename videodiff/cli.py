@@ -82,12 +82,19 @@ def _fvd_command(argv: list[str]) -> int:
     return main(argv)
 
 
+def _report_command(argv: list[str]) -> int:
+    from videodiff.commands.report import main
+
+    return main(argv)
+
+
 # Commands beside Lightning's.
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "data": (_data_command, "make and check datasets: `videodiff data synth|scan|inspect --help`"),
     "encode": (_encode_command, "cache latents of a manifest with a trained autoencoder: `videodiff encode --help`"),
     "sample": (_sample_command, "generate videos of any size from a DiT checkpoint: `videodiff sample --help`"),
     "fvd": (_fvd_command, "FVD between real and generated videos (I3D): `videodiff fvd --help`"),
+    "report": (_report_command, "HTML + markdown report of a demo run: `videodiff report --help`"),
 }
 
 USAGE = """usage: videodiff COMMAND [options]

@@ -1,5 +1,6 @@
 """The DiT from the command line: fit from YAML (both backbones, pixels or cached latents), then sample."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -76,10 +77,13 @@ def test_checkpoint_to_videodiff_sample(tmp_path, autoencoder_ckpt):
                  "--prompt", "a blue square still on a gray background", "--size", "5x16x32", "--size", "1x32x16",
                  "--steps", "2", "--out", str(out), "--seed", "1")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    files = sorted(p.name for p in out.iterdir())
+    files = sorted(p.name for p in out.glob("*.mp4")) + sorted(p.name for p in out.glob("*.png"))
     assert files == ["000-a-red-circle-moving-left-on-a-black-background.mp4",
                      "001-a-blue-square-still-on-a-gray-background.mp4",
-                     "001-a-blue-square-still-on-a-gray-background.png", "grid.gif"]  # fmt: skip
+                     "001-a-blue-square-still-on-a-gray-background.png"]  # fmt: skip
+    assert (out / "grid.gif").is_file() and len(list(out.glob("*.gif"))) == 3
+    records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [(r["file"], r["size"], r["steps"]) for r in records] == [(files[0], "5x16x32", 2), (files[1], "1x32x16", 2)]
     assert _frames(out / files[0]) == (5, 16, 32) and _frames(out / files[1]) == (1, 32, 16)
     first = (out / files[0]).read_bytes()
     again = run("--ckpt", str(ckpt), "--prompt", "a red circle moving left on a black background",

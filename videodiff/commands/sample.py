@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from pathlib import Path
 
@@ -105,15 +106,22 @@ def sample(args: argparse.Namespace, console: Console) -> int:
         progress=console.is_terminal,
     )
     out = Path(args.out)
-    arrays = []
+    arrays, records = [], []
     for i, (prompt, video) in enumerate(zip(args.prompt, videos, strict=True)):
         frames = cthw_to_thwc(to_uint8(video.cpu())).numpy()  # (T, H, W, 3)
         arrays.append(frames)
         name = f"{i:03d}-{slug(prompt)}"
         path = write_video(out / f"{name}.mp4", frames, fps=args.fps, lossless=True)
+        write_gif(out / f"{name}.gif", frames, fps=args.fps)
         if frames.shape[0] == 1:
             write_image(out / f"{name}.png", frames[0])
-        console.print(f"{path}  {'x'.join(map(str, sizes[i]))}  {prompt!r}", highlight=False, soft_wrap=True)
+        size = "x".join(map(str, sizes[i]))
+        records.append({"file": path.name, "gif": f"{name}.gif", "prompt": prompt, "size": size})
+        console.print(f"{path}  {size}  {prompt!r}", highlight=False, soft_wrap=True)
+    settings = {k: getattr(args, k) for k in ("ckpt", "steps", "sampler", "eta", "guidance", "seed", "no_ema")}
+    with open(out / "samples.jsonl", "w") as f:  # what was asked for, beside what was made (for reports)
+        for record in records:
+            f.write(json.dumps({**record, **settings}) + "\n")
     grid = write_gif(out / "grid.gif", grid_frames(arrays), fps=args.fps)
     console.print(f"{grid}  all {len(videos)} side by side", highlight=False)
     return 0

@@ -20,6 +20,18 @@ from videodiff.models.autoencoder.model import VideoAutoencoder
 from videodiff.models.checkpoints import read_checkpoint
 
 
+def reconstruction_quality(video: torch.Tensor, recon: torch.Tensor) -> dict[str, torch.Tensor]:
+    """PSNR and SSIM over all frames of ``(B, C, T, H, W)`` videos in [-1, 1] (frames taken in [0, 1])."""
+    frames = lambda v: ((v.clamp(-1, 1) + 1) / 2).transpose(1, 2).flatten(0, 1)  # (B T, C, H, W) in [0, 1]
+    real, fake = frames(video), frames(recon)
+    side = min(real.shape[-2:])
+    kernel = min(11, side - (1 - side % 2))  # SSIM's Gaussian window must fit the frame (odd size)
+    return {
+        "psnr": peak_signal_noise_ratio(fake, real, data_range=1.0),
+        "ssim": structural_similarity_index_measure(fake, real, data_range=1.0, kernel_size=kernel),
+    }
+
+
 class AutoencoderModule(LightningModule):
     """Reconstruction (L1 or L2) + KL training of a ``VideoAutoencoder``.
 
@@ -139,16 +151,13 @@ class AutoencoderModule(LightningModule):
         if len(batch) == 0:
             return
         losses, recon, latents = self._losses(batch.video, sample=False)
-        frames = lambda v: ((v.clamp(-1, 1) + 1) / 2).transpose(1, 2).flatten(0, 1)  # (B T, C, H, W) in [0, 1]
-        real, fake = frames(batch.video), frames(recon)
-        side = min(real.shape[-2:])
-        kernel = min(11, side - (1 - side % 2))  # SSIM's Gaussian window must fit the frame (odd size)
+        quality = reconstruction_quality(batch.video, recon)
         metrics = {
             "val/rec": losses["rec"],
             "val/kl": losses["kl"],
             "val/loss": losses["loss"],
-            "val/psnr": peak_signal_noise_ratio(fake, real, data_range=1.0),
-            "val/ssim": structural_similarity_index_measure(fake, real, data_range=1.0, kernel_size=kernel),
+            "val/psnr": quality["psnr"],
+            "val/ssim": quality["ssim"],
         }
         self.log_dict(metrics, batch_size=len(batch), sync_dist=True)
         self._latent_moments.append(torch.stack([latents.sum(), latents.pow(2).sum(), torch.tensor(latents.numel())]))

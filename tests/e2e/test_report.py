@@ -1,0 +1,57 @@
+import json
+import shutil
+import sys
+
+from videodiff.cli import main
+from videodiff.commands import stage
+from videodiff.data.decoding import read_frames_pyav, write_gif, write_video
+from videodiff.data.manifest import read_manifest, write_manifest
+
+
+def test_stage_runner_records_durations_and_fails_loudly(tmp_path, capsys):
+    log = tmp_path / "timings.jsonl"
+    assert stage.main(["--log", str(log), "--name", "hello", "--", sys.executable, "-c", "print('hi')"]) == 0
+    assert stage.main(["--log", str(log), "--name", "broken", "--", sys.executable, "-c", "raise SystemExit(3)"]) == 3
+    out = capsys.readouterr().out
+    assert "==> hello: done in" in out and "==> broken: FAILED (exit 3)" in out
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["hello"] and records[0]["seconds"] >= 0  # failures are not recorded
+
+
+def test_report_scores_samples_and_lists_stages(tmp_path, synthetic_set, autoencoder_ckpt, capsys):
+    demo = tmp_path / "demo"
+    entries = read_manifest(synthetic_set)
+    write_manifest(entries, demo / "data" / "manifest.clean.jsonl")
+    shutil.copy(autoencoder_ckpt, demo / "autoencoder.ckpt")
+    (demo / "timings.jsonl").write_text(
+        json.dumps({"stage": "dit-joint", "seconds": 12.5, "command": "videodiff fit"}) + "\n"
+    )
+    # "Samples" that are ground-truth clips under their own captions, and one under a wrong caption.
+    samples = demo / "samples-joint"
+    records = []
+    clips = [e for e in entries if e.frames and e.frames > 1][:3]
+    for i, entry in enumerate(clips):
+        frames = read_frames_pyav(entry.path)
+        write_video(samples / f"{i}.mp4", frames, fps=8, lossless=True)
+        write_gif(samples / f"{i}.gif", frames, fps=8)
+        caption = (
+            entry.caption
+            if i < 2
+            else "a red circle still on a " + ("gray" if "black" in entry.caption else "black") + " background"
+        )
+        records.append(
+            {"file": f"{i}.mp4", "gif": f"{i}.gif", "prompt": caption, "size": "x".join(map(str, frames.shape[:3]))}
+        )
+    (samples / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["report", "--demo-dir", str(demo), "--eval-clips", "3"]) == 0
+    report = (demo / "report" / "report.md").read_text()
+    assert "| dit-joint | 12 | `videodiff fit` |" in report and "## Samples: joint" in report
+    assert f"| ![](samples-joint-0.gif) | {clips[0].caption} |" in report
+    data = json.loads((demo / "report" / "report.json").read_text())
+    assert data["samples"]["joint"]["fidelity"]["background"] == 2 / 3  # the mislabelled one fails
+    assert [r["held_out"] for r in data["samples"]["joint"]["rows"]][:2] == [False, False]
+    html = (demo / "report" / "report.html").read_text()
+    assert "<img src='samples-joint-0.gif'>" in html and "<table>" in html
+    assert (demo / "report" / "samples-joint-0.gif").is_file() and 0 < data["autoencoder"]["clips"] <= 3
+    assert data["autoencoder"]["psnr"] > 0 and "## Autoencoder" in report
+    assert main(["report", "--demo-dir", str(tmp_path / "nothing")]) == 2

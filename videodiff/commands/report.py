@@ -1,0 +1,230 @@
+"""``videodiff report``: one page (HTML and a markdown twin) on a demo run, computed from its files.
+
+Everything in the report is measured here or read from the run's own records: the stage log
+(``timings.jsonl``: commands and durations), the autoencoder checkpoint (PSNR / SSIM and caption fidelity of
+its reconstructions of held-out clips), the samples (``samples.jsonl`` and their GIFs, scored against their
+prompts; prompts absent from the training captions are marked held out) and the resolved configs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from videodiff.commands import run_reporting_errors
+from videodiff.data.manifest import ManifestError, read_manifest
+
+ATTRIBUTES = ("background", "color", "shape", "motion")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="videodiff report", description="Write the report of a demo run.")
+    parser.add_argument("--demo-dir", required=True, help="the run folder (`make demo`'s DEMO_DIR)")
+    parser.add_argument("--out", default=None, help="report folder (default DEMO_DIR/report)")
+    parser.add_argument("--eval-clips", type=int, default=20, help="held-out clips to reconstruct")
+    parser.add_argument("--max-frames", type=int, default=9)
+    parser.add_argument("--token-budget", type=int, default=256)
+    parser.add_argument("--target-fps", type=float, default=8.0)
+    return parser
+
+
+def _frames(video: torch.Tensor) -> np.ndarray:
+    from videodiff.data.transforms import cthw_to_thwc, to_uint8
+
+    return cthw_to_thwc(to_uint8(video.float().cpu())).numpy()
+
+
+@torch.no_grad()
+def evaluate_autoencoder(args: argparse.Namespace, demo: Path, media: Path) -> dict:
+    """PSNR, SSIM and caption fidelity of reconstructions of the held-out clips, plus a few side-by-side GIFs."""
+    from videodiff.data import ClipSampling, VideoDataModule
+    from videodiff.data.decoding import write_gif
+    from videodiff.metrics.caption_fidelity import caption_fidelity
+    from videodiff.models.autoencoder.module import AutoencoderModule, reconstruction_quality
+
+    module = AutoencoderModule.from_checkpoint(demo / "autoencoder.ckpt")
+    grid = module.latent_grid.__class__(module.autoencoder.temporal_compression, module.autoencoder.spatial_compression)
+    sampling = ClipSampling(target_fps=args.target_fps, max_frames=args.max_frames, token_budget=args.token_budget)
+    data = VideoDataModule(manifest=str(demo / "data/manifest.clean.jsonl"), grid=grid, sampling=sampling)
+    data.setup("fit")
+    dataset = data.dataset(data.val_entries)
+    quality, originals, reconstructions = [], [], []
+    for i in range(min(args.eval_clips, len(dataset))):
+        sample = dataset[i]
+        if not hasattr(sample, "video"):
+            continue
+        recon = module.autoencoder(sample.video[None], sample=False)[0].clamp(-1, 1)
+        quality.append({k: float(v) for k, v in reconstruction_quality(sample.video[None], recon).items()})
+        originals.append((_frames(sample.video), sample.caption))
+        reconstructions.append((_frames(recon[0]), sample.caption))
+        if i < 4:
+            side_by_side = np.concatenate([originals[-1][0], reconstructions[-1][0]], axis=2)
+            write_gif(media / f"reconstruction-{i}.gif", side_by_side, fps=8)
+    return {
+        "clips": len(quality),
+        "psnr": float(np.mean([q["psnr"] for q in quality])),
+        "ssim": float(np.mean([q["ssim"] for q in quality])),
+        "fidelity_original": caption_fidelity(originals),
+        "fidelity_reconstruction": caption_fidelity(reconstructions),
+        "latent_scale": float(module.latent_scale),
+        "gifs": [f"reconstruction-{i}.gif" for i in range(min(4, len(quality)))],
+    }
+
+
+def evaluate_samples(demo: Path, folder: Path, media: Path) -> dict:
+    from videodiff.data.decoding import read_frames_pyav
+    from videodiff.metrics.caption_fidelity import caption_fidelity, score_video
+
+    records = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines() if line.strip()]
+    training = {e.caption for e in read_manifest(demo / "data/manifest.clean.jsonl")}
+    rows, pairs = [], []
+    for record in records:
+        frames = read_frames_pyav(folder / record["file"])
+        verdicts = score_video(frames, record["prompt"])
+        pairs.append((frames, record["prompt"]))
+        gif = f"{folder.name}-{record['gif']}"
+        shutil.copy(folder / record["gif"], media / gif)
+        scored = {k: f"{sum(v)}/{len(v)}" if v else "-" for k, v in verdicts.items()}
+        rows.append({**record, "gif": gif, "held_out": record["prompt"] not in training, "scores": scored})
+    return {"rows": rows, "fidelity": caption_fidelity(pairs)}
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _fidelity_row(name: str, scores: dict[str, float]) -> list[str]:
+    return [name, *(f"{scores[a]:.2f}" if scores[a] == scores[a] else "-" for a in ATTRIBUTES)]
+
+
+def render_markdown(
+    demo: Path, timings: list[dict], ae: dict, samples: dict[str, dict], configs: dict[str, str]
+) -> str:
+    parts = [f"# videodiff demo report: `{demo}`", "", "## Stages", ""]
+    total = sum(t["seconds"] for t in timings)
+    stage_rows = [[t["stage"], f"{t['seconds']:.0f}", f"`{t['command']}`"] for t in timings]
+    parts += [_table(["stage", "seconds", "command"], stage_rows), "", f"Total: {total / 60:.1f} min."]
+    header = ["video", "prompt", "size (FxHxW)", "held out", *ATTRIBUTES]
+    for name, result in samples.items():
+        parts += ["", f"## Samples: {name}", ""]
+        rows = [
+            [f"![]({r['gif']})", r["prompt"], r["size"], "yes" if r["held_out"] else "no"]
+            + [r["scores"][a] for a in ATTRIBUTES]
+            for r in result["rows"]
+        ]
+        parts.append(_table(header, rows))
+    parts += [
+        "",
+        "## Caption fidelity",
+        "",
+        "Accuracy per attribute of what the videos show against their captions:",
+        "",
+    ]
+    fidelity_rows = [_fidelity_row(f"samples: {name}", result["fidelity"]) for name, result in samples.items()]
+    fidelity_rows += [
+        _fidelity_row("autoencoder reconstructions", ae["fidelity_reconstruction"]),
+        _fidelity_row("ground-truth clips at training size", ae["fidelity_original"]),
+    ]
+    parts.append(_table(["videos", *ATTRIBUTES], fidelity_rows))
+    parts += [
+        "",
+        "## Autoencoder",
+        "",
+        f"Reconstructions of {ae['clips']} held-out clips: PSNR {ae['psnr']:.2f} dB, SSIM {ae['ssim']:.3f} "
+        f"(latent scale {ae['latent_scale']:.3f}). Input | reconstruction:",
+        "",
+        " ".join(f"![]({g})" for g in ae["gifs"]),
+        "",
+        "## Configs",
+    ]
+    for name, text in configs.items():
+        parts += ["", f"### {name}", "", "```yaml", text.strip(), "```"]
+    return "\n".join(parts) + "\n"
+
+
+def render_html(markdown: str) -> str:
+    """A minimal HTML rendering of the report's markdown (tables, images, headings, code), no dependency."""
+    out, in_code, in_table = [], False, False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            out.append("<pre>" if not in_code else "</pre>")
+            in_code = not in_code
+            continue
+        if in_code:
+            out.append(html.escape(line))
+            continue
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if all(set(c) <= {"-"} for c in cells):
+                continue
+            tag = "th" if not in_table else "td"
+            out.append(
+                ("<table>" if not in_table else "")
+                + "<tr>"
+                + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells)
+                + "</tr>"
+            )
+            in_table = True
+            continue
+        if in_table:
+            out.append("</table>")
+            in_table = False
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+    if in_table:
+        out.append("</table>")
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{border:1px solid #ccc;padding:4px}"
+        "img{image-rendering:pixelated;height:96px}"
+    )
+    head = f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head>"
+    return f"{head}<body>{''.join(out)}</body></html>\n"
+
+
+def _inline(text: str) -> str:
+    text = html.escape(text)
+    text = re.sub(r"!\[\]\(([^)]+)\)", r"<img src='\1'>", text)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
+def report(args: argparse.Namespace, console: Console) -> int:
+    demo = Path(args.demo_dir)
+    sample_dirs = sorted(p.parent for p in demo.glob("samples*/samples.jsonl"))
+    for required in ("autoencoder.ckpt", "data/manifest.clean.jsonl"):
+        if not (demo / required).exists():
+            raise FileNotFoundError(f"{demo / required} is missing: run `make demo DEMO_DIR={demo}` first")
+    if not sample_dirs:
+        raise FileNotFoundError(f"{demo}: no samples*/samples.jsonl; run `make demo DEMO_DIR={demo}` first")
+    out = Path(args.out or demo / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    timings_file = demo / "timings.jsonl"
+    timings = [json.loads(line) for line in timings_file.read_text().splitlines()] if timings_file.exists() else []
+    ae = evaluate_autoencoder(args, demo, out)
+    samples = {d.name.removeprefix("samples-"): evaluate_samples(demo, d, out) for d in sample_dirs}
+    configs = {str(p.relative_to(demo)): p.read_text() for p in sorted(demo.glob("*/config.yaml"))}
+    # Runs reproduce from these: the exact commands are in the stage table, the resolved configs below.
+    markdown = render_markdown(demo, timings, ae, samples, configs)
+    (out / "report.md").write_text(markdown)
+    (out / "report.html").write_text(render_html(markdown))
+    (out / "report.json").write_text(json.dumps({"timings": timings, "autoencoder": ae, "samples": samples}, indent=1))
+    console.print(f"report: {out / 'report.html'} (and report.md)", highlight=False)
+    for name, result in samples.items():
+        fidelity = ", ".join(f"{k} {v:.2f}" for k, v in result["fidelity"].items())
+        console.print(f"  caption fidelity of the {name} samples: {fidelity}", highlight=False)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    return run_reporting_errors(report, build_parser().parse_args(argv), (ManifestError, ValueError, OSError), code=2)
