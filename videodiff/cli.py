@@ -8,9 +8,10 @@ is rooted at the subcommand (``fit``, ``validate``...), and a relative path work
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 # Lightning 2.6 calls jsonargparse APIs that jsonargparse 4.49+ deprecates: warnings a user can do nothing
 # about. Set before jsonargparse is imported; an explicit setting in the environment wins.
@@ -58,44 +59,20 @@ class VideoDiffCLI(LightningCLI):
         )
 
 
-def _data_command(argv: list[str]) -> int:
-    from videodiff.commands.data import main
-
-    return main(argv)
-
-
-def _encode_command(argv: list[str]) -> int:
-    from videodiff.commands.encode import main
-
-    return main(argv)
-
-
-def _sample_command(argv: list[str]) -> int:
-    from videodiff.commands.sample import main
-
-    return main(argv)
-
-
-def _fvd_command(argv: list[str]) -> int:
-    from videodiff.commands.fvd import main
-
-    return main(argv)
-
-
-def _report_command(argv: list[str]) -> int:
-    from videodiff.commands.report import main
-
-    return main(argv)
-
-
-# Commands beside Lightning's.
-COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
-    "data": (_data_command, "make and check datasets: `videodiff data synth|scan|inspect --help`"),
-    "encode": (_encode_command, "cache latents of a manifest with a trained autoencoder: `videodiff encode --help`"),
-    "sample": (_sample_command, "generate videos of any size from a DiT checkpoint: `videodiff sample --help`"),
-    "fvd": (_fvd_command, "FVD between real and generated videos (I3D): `videodiff fvd --help`"),
-    "report": (_report_command, "HTML + markdown report of a demo run: `videodiff report --help`"),
+# Commands beside Lightning's: each is ``videodiff.commands.<name>.main(argv)``, imported only when run, so
+# `videodiff --help` and Lightning's commands never pay for decoders or text encoders.
+COMMANDS: dict[str, str] = {
+    "data": "make and check datasets: `videodiff data synth|scan|inspect --help`",
+    "encode": "cache latents of a manifest with a trained autoencoder: `videodiff encode --help`",
+    "sample": "generate videos of any size from a DiT checkpoint: `videodiff sample --help`",
+    "fvd": "FVD between real and generated videos (I3D): `videodiff fvd --help`",
+    "report": "HTML + markdown report of a demo run: `videodiff report --help`",
 }
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    return importlib.import_module(f"videodiff.commands.{name}").main(argv)
+
 
 USAGE = """usage: videodiff COMMAND [options]
 
@@ -117,9 +94,9 @@ Configs compose: repeat --config (later files win) and override any key, e.g. --
 def main(args: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] in COMMANDS:
-        return COMMANDS[argv[0]][0](argv[1:])
+        return run_command(argv[0], argv[1:])
     if not argv or argv[0] in ("-h", "--help"):
-        lines = "\n".join(f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items())
+        lines = "\n".join(f"  {name:<10} {text}" for name, text in COMMANDS.items())
         print(USAGE.format(commands=lines))
         return 0 if argv else 2
     # Lightning warns when given args while sys.argv also has some: pass None when they are sys.argv's.

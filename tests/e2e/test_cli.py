@@ -24,7 +24,7 @@ def videodiff(*args: str, cwd: Path | None = None) -> subprocess.CompletedProces
 def test_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("fit", "validate", "test", "predict", "data"):
+    for command in ("fit", "validate", "test", "predict", "data", "encode", "sample", "fvd", "report"):
         assert f"  {command} " in out
     with pytest.raises(SystemExit) as info:
         main(["fit", "--help"])
