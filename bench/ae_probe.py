@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--deterministic", action="store_true", help="no posterior sampling")
     parser.add_argument("--logvar-bias", type=float, default=None, help="initial log-variance of the posterior")
     parser.add_argument("--no-norm", action="store_true", help="replace FrameNorm by the identity")
+    parser.add_argument("--l2", action="store_true", help="squared error instead of L1")
     args = parser.parse_args()
     torch.manual_seed(0)
     entries = [e for e in read_manifest(args.manifest) if (e.frames or 0) >= 9][: args.clips]
@@ -51,7 +52,8 @@ def main() -> None:
     for step in range(args.steps + 1):
         batch = videos[torch.randint(0, len(videos), (4,))]
         recon, posterior = ae(batch, sample=not args.deterministic)
-        loss = (recon - batch).abs().mean() + 1e-4 * posterior.kl().mean() / posterior.mean[0].numel()
+        error = (recon - batch).pow(2) if args.l2 else (recon - batch).abs()
+        loss = error.mean() + 1e-4 * posterior.kl().mean() / posterior.mean[0].numel()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
