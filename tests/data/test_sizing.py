@@ -96,3 +96,12 @@ def test_errors():
         plan_size(3, 32, 32, LatentGrid(temporal_compression=4, causal=False), 100)
     with pytest.raises(ValueError, match="positive integers"):
         LatentGrid(patch_size=(0, 1, 1))
+
+
+def test_parse_size_reads_frames_height_width():
+    from videodiff.data.sizing import parse_size
+
+    assert parse_size("9x32x48") == (9, 32, 48) and parse_size(" 1x40x56 ") == (1, 40, 56)
+    for bad in ("9x32", "9x32x48x2", "ax32x48", "9 x 32 x 48", ""):
+        with pytest.raises(ValueError, match="is not FRAMESxHEIGHTxWIDTH"):
+            parse_size(bad)

@@ -11,6 +11,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
+from videodiff.callbacks.video_logging import run_directory
 from videodiff.metrics.fvd import FrechetVideoDistance, FVDProtocol
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,7 @@ class FVDCallback(Callback):
 
     def _cache_path(self, trainer: Trainer, clips) -> Path:
         key = repr((self.protocol, self.network_id, [(tuple(v.shape), c) for v, c in clips]))
-        root = (
-            Path(self.cache_dir) if self.cache_dir else Path(trainer.log_dir or trainer.default_root_dir) / "fvd-cache"
-        )
+        root = Path(self.cache_dir) if self.cache_dir else run_directory(trainer) / "fvd-cache"
         return root / f"real-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
     @rank_zero_only

@@ -9,15 +9,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 
 from videodiff.callbacks.video_logging import log_videos, run_directory
+from videodiff.data.sizing import parse_size
 
 log = logging.getLogger(__name__)
-
-
-def parse_size(text: str) -> tuple[int, int, int]:
-    parts = text.lower().split("x")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
-        raise ValueError(f"size {text!r} is not FRAMESxHEIGHTxWIDTH (e.g. 9x32x48)")
-    return tuple(int(p) for p in parts)
 
 
 class SampleVideos(Callback):
@@ -78,7 +72,7 @@ class SampleVideos(Callback):
     @rank_zero_only
     def sample(self, trainer: Trainer, pl_module: LightningModule) -> list[np.ndarray]:
         from videodiff.data.decoding import write_gif, write_video
-        from videodiff.data.transforms import cthw_to_thwc, to_uint8
+        from videodiff.data.transforms import to_frames
 
         self.last_step = trainer.global_step
         was_training = pl_module.training
@@ -90,7 +84,7 @@ class SampleVideos(Callback):
         finally:
             pl_module.train(was_training)
         folder = run_directory(trainer) / "samples" / f"step{trainer.global_step:07d}"
-        frames = [cthw_to_thwc(to_uint8(v.float().cpu())).numpy() for v in videos]
+        frames = [to_frames(v) for v in videos]
         paths, gifs = [], []
         for i, clip in enumerate(frames):
             paths.append(write_video(folder / f"{i:03d}.mp4", clip, fps=self.fps, lossless=True))

@@ -36,17 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _frames(video: torch.Tensor) -> np.ndarray:
-    from videodiff.data.transforms import cthw_to_thwc, to_uint8
-
-    return cthw_to_thwc(to_uint8(video.float().cpu())).numpy()
-
-
 @torch.no_grad()
 def evaluate_autoencoder(args: argparse.Namespace, demo: Path, media: Path) -> dict:
     """PSNR, SSIM and caption fidelity of reconstructions of the held-out clips, plus a few side-by-side GIFs."""
     from videodiff.data import ClipSampling, VideoDataModule
     from videodiff.data.decoding import write_gif
+    from videodiff.data.transforms import to_frames
     from videodiff.metrics.caption_fidelity import caption_fidelity
     from videodiff.models.autoencoder.module import AutoencoderModule, reconstruction_quality
 
@@ -63,8 +58,8 @@ def evaluate_autoencoder(args: argparse.Namespace, demo: Path, media: Path) -> d
             continue
         recon = module.autoencoder(sample.video[None], sample=False)[0].clamp(-1, 1)
         quality.append({k: float(v) for k, v in reconstruction_quality(sample.video[None], recon).items()})
-        originals.append((_frames(sample.video), sample.caption))
-        reconstructions.append((_frames(recon[0]), sample.caption))
+        originals.append((to_frames(sample.video), sample.caption))
+        reconstructions.append((to_frames(recon[0]), sample.caption))
         if i < 4:
             side_by_side = np.concatenate([originals[-1][0], reconstructions[-1][0]], axis=2)
             write_gif(media / f"reconstruction-{i}.gif", side_by_side, fps=8)

@@ -12,16 +12,14 @@ import torch
 from rich.console import Console
 
 from videodiff.commands import run_reporting_errors
-from videodiff.data.sizing import SizingError
-
-SIZE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
+from videodiff.data.sizing import SizingError, parse_size
 
 
-def parse_size(text: str) -> tuple[int, int, int]:
-    match = SIZE.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"size {text!r} is not FRAMESxHEIGHTxWIDTH (e.g. 9x32x48)")
-    return tuple(int(v) for v in match.groups())
+def size_argument(text: str) -> tuple[int, int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as e:  # argparse shows an ArgumentTypeError's own message
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, help="width in pixels of every video")
     parser.add_argument(
         "--size",
-        type=parse_size,
+        type=size_argument,
         action="append",
         help="FRAMESxHEIGHTxWIDTH, one per prompt (repeat) or one for all; instead of --frames/--height/--width",
     )
@@ -86,7 +84,7 @@ def grid_frames(videos: list[np.ndarray], gap: int = 2) -> np.ndarray:
 
 def sample(args: argparse.Namespace, console: Console) -> int:
     from videodiff.data.decoding import write_gif, write_image, write_video
-    from videodiff.data.transforms import cthw_to_thwc, to_uint8
+    from videodiff.data.transforms import to_frames
     from videodiff.models.dit.module import DiTModule
 
     sizes = sizes_from(args)
@@ -108,7 +106,7 @@ def sample(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.out)
     arrays, records = [], []
     for i, (prompt, video) in enumerate(zip(args.prompt, videos, strict=True)):
-        frames = cthw_to_thwc(to_uint8(video.cpu())).numpy()  # (T, H, W, 3)
+        frames = to_frames(video)  # (T, H, W, 3)
         arrays.append(frames)
         name = f"{i:03d}-{slug(prompt)}"
         path = write_video(out / f"{name}.mp4", frames, fps=args.fps, lossless=True)

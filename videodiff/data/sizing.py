@@ -9,9 +9,20 @@ so ``frames = 1 + k x temporal_compression`` and a single image is a valid video
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
+
+_SIZE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
+
+
+def parse_size(text: str) -> tuple[int, int, int]:
+    """``"FRAMESxHEIGHTxWIDTH"`` (e.g. ``"9x32x48"``) -> ``(frames, height, width)``."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise ValueError(f"size {text!r} is not FRAMESxHEIGHTxWIDTH (e.g. 9x32x48)")
+    return tuple(int(v) for v in match.groups())
 
 
 class SizingError(ValueError):

@@ -18,6 +18,11 @@ def cthw_to_thwc(video_cthw: torch.Tensor) -> torch.Tensor:
     return rearrange(video_cthw, "c t h w -> t h w c").contiguous()
 
 
+def to_frames(video_cthw: torch.Tensor) -> np.ndarray:
+    """A ``(C, T, H, W)`` video in [-1, 1] (any device, dtype) -> uint8 ``(T, H, W, C)`` frames for writing."""
+    return cthw_to_thwc(to_uint8(video_cthw.detach().float().cpu())).numpy()
+
+
 def to_unit_range(video_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 [0, 255] to float32 [-1, 1]."""
     return video_uint8.float().div_(127.5).sub_(1.0)

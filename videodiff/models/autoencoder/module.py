@@ -175,15 +175,15 @@ class AutoencoderModule(LightningModule):
         self.log("val/latent_std", std, sync_dist=True)
 
     def _write_reconstructions(self, video: torch.Tensor, recon: torch.Tensor) -> None:
-        from videodiff.callbacks.video_logging import log_videos
+        from videodiff.callbacks.video_logging import log_videos, run_directory
         from videodiff.data.decoding import write_gif, write_video
-        from videodiff.data.transforms import cthw_to_thwc, to_uint8
+        from videodiff.data.transforms import to_frames
 
-        root = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "reconstructions"
+        root = run_directory(self.trainer) / "reconstructions"
         pair = torch.cat([video, recon.clamp(-1, 1)], dim=-1)  # (B, C, T, H, 2W): input | output
         paths, gifs, shapes = [], [], []
         for i, clip in enumerate(pair[:4]):
-            frames = cthw_to_thwc(to_uint8(clip.detach().cpu())).numpy()
+            frames = to_frames(clip)
             paths.append(write_video(root / f"step{self.global_step:07d}-{i}.mp4", frames, fps=8, lossless=True))
             gifs.append(write_gif(root / f"step{self.global_step:07d}-{i}.gif", frames, fps=8).read_bytes())
             shapes.append(frames.shape[:3])

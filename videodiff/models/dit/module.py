@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -23,7 +24,7 @@ from videodiff.models.checkpoints import read_checkpoint
 from videodiff.models.dit.model import DiT
 from videodiff.models.text import CaptionCache, CaptionClasses, TextEncoder, build_text_encoder
 from videodiff.packing.pack import PackedBatch, TokenDropping, pack, unpack_videos
-from videodiff.packing.patchify import patchify
+from videodiff.packing.patchify import token_grid
 
 # (in_channels, text_dim, num_classes, learn_sigma) -> DiT: the module supplies what the rest of the system
 # decides, the config states the backbone's own choices (size, attention layout, patch, positions...).
@@ -325,7 +326,7 @@ class DiTModule(LightningModule):
         generator = torch.Generator().manual_seed(seed)
         channels = self.autoencoder.latent_channels
         noise = [torch.randn(channels, *self.check_size(s), generator=generator).to(self.device) for s in sizes]
-        lengths = [patchify(z, self.patch_size).shape[0] for z in noise]
+        lengths = [math.prod(token_grid(z.shape, self.patch_size)) for z in noise]
         packed = pack(noise, self.patch_size, max_tokens or max(lengths))
         conditional = self.text_encoder is not None or self.labels is not None
         cond_fn = self.model_fn(network, packed, self.condition(prompts))
