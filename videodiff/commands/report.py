@@ -13,6 +13,7 @@ import html
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo-dir", required=True, help="the run folder (`make demo`'s DEMO_DIR)")
     parser.add_argument("--out", default=None, help="report folder (default DEMO_DIR/report)")
     parser.add_argument("--eval-clips", type=int, default=20, help="held-out clips to reconstruct")
+    # The clip sizes of the demo's latent cache (`videodiff encode --patch 1 2 2 --max-frames 9 --token-budget 256`),
+    # so reconstructions are judged at the sizes the DiT trains on.
+    parser.add_argument("--patch", type=int, nargs=3, default=[1, 2, 2], metavar=("PT", "PH", "PW"))
     parser.add_argument("--max-frames", type=int, default=9)
     parser.add_argument("--token-budget", type=int, default=256)
     parser.add_argument("--target-fps", type=float, default=8.0)
@@ -46,7 +50,7 @@ def evaluate_autoencoder(args: argparse.Namespace, demo: Path, media: Path) -> d
     from videodiff.models.autoencoder.module import AutoencoderModule, reconstruction_quality
 
     module = AutoencoderModule.from_checkpoint(demo / "autoencoder.ckpt")
-    grid = module.latent_grid.__class__(module.autoencoder.temporal_compression, module.autoencoder.spatial_compression)
+    grid = replace(module.latent_grid, patch_size=tuple(args.patch))
     sampling = ClipSampling(target_fps=args.target_fps, max_frames=args.max_frames, token_budget=args.token_budget)
     data = VideoDataModule(manifest=str(demo / "data/manifest.clean.jsonl"), grid=grid, sampling=sampling)
     data.setup("fit")
