@@ -16,7 +16,7 @@ AE_STEPS ?= 200
 DIT_STEPS ?= 300
 DEMO_DIR := runs/demo-quick
 else
-AE_STEPS ?= 2000
+AE_STEPS ?= 5000
 DIT_STEPS ?= 4000
 endif
 DIT_ATTENTION ?= joint
@@ -83,18 +83,18 @@ $(DEMO_DIR)/data/manifest.clean.jsonl: $(DEMO_DIR)/data/manifest.jsonl
 
 $(DEMO_DIR)/autoencoder.ckpt: $(DEMO_DIR)/data/manifest.clean.jsonl
 	$(STAGE) autoencoder -- $(BIN)/videodiff fit --config configs/autoencoder/tiny.yaml \
-		--config configs/presets/wandb.yaml --trainer.default_root_dir=$(DEMO_DIR)/autoencoder \
+		--config configs/presets/wandb_csv.yaml --trainer.default_root_dir=$(DEMO_DIR)/autoencoder \
 		--data.init_args.synthetic=null --data.init_args.manifest=$< \
 		--trainer.max_steps=$(AE_STEPS) --trainer.val_check_interval=$$(( $(AE_STEPS) / 2 )) \
 		$(call CHECKPOINT_TO,autoencoder)
 
 $(DEMO_DIR)/latents/manifest.jsonl: $(DEMO_DIR)/autoencoder.ckpt
 	$(STAGE) latents -- $(BIN)/videodiff encode --ckpt $< --manifest $(DEMO_DIR)/data/manifest.clean.jsonl \
-		--out $(DEMO_DIR)/latents --patch 1 2 2 --max-frames 9 --token-budget 256 --val-fraction 0.1
+		--out $(DEMO_DIR)/latents --patch 1 4 4 --max-frames 9 --token-budget 256 --val-fraction 0.1
 
 $(DEMO_DIR)/dit-$(DIT_ATTENTION).ckpt: $(DEMO_DIR)/latents/manifest.jsonl
 	$(STAGE) dit-$(DIT_ATTENTION) -- $(BIN)/videodiff fit --config configs/dit/tiny_joint.yaml \
-		--config configs/presets/wandb.yaml --trainer.default_root_dir=$(DEMO_DIR)/dit-$(DIT_ATTENTION) \
+		--config configs/presets/wandb_csv.yaml --trainer.default_root_dir=$(DEMO_DIR)/dit-$(DIT_ATTENTION) \
 		--model.init_args.backbone.init_args.attention=$(DIT_ATTENTION) \
 		--model.init_args.autoencoder=$(DEMO_DIR)/autoencoder.ckpt \
 		--data.init_args.synthetic=null --data.init_args.latents=$(DEMO_DIR)/latents \

@@ -44,7 +44,7 @@ def write_autoencoder_checkpoint(path, latent_scale: float = 0.5, seed: int = 0)
     from videodiff.models.autoencoder.module import AutoencoderModule
 
     torch.manual_seed(seed)
-    ae = VideoAutoencoder(latent_channels=4, temporal_compression=2, spatial_compression=4, widths=[8, 8, 8], groups=4)
+    ae = VideoAutoencoder(latent_channels=4, temporal_compression=2, spatial_compression=2, widths=[8, 8], groups=4)
     module = AutoencoderModule(ae, write_reconstructions=False)
     module.latent_scale.fill_(latent_scale)
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)

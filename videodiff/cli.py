@@ -27,7 +27,7 @@ TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 # synced later with `wandb sync`. configs/presets/ swap it for TensorBoard or CSV.
 DEFAULT_LOGGER = {
     "class_path": "lightning.pytorch.loggers.WandbLogger",
-    "init_args": {"project": "videodiff", "offline": True, "save_dir": "runs"},
+    "init_args": {"project": "videodiff", "offline": True, "save_dir": None},
 }
 
 
@@ -57,6 +57,14 @@ class VideoDiffCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+
+    def before_instantiate_classes(self) -> None:
+        # The default logger writes where the run does: `--trainer.default_root_dir=runs/x` moves its files
+        # and checkpoints too, so `videodiff sample --ckpt runs/x` finds them.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        logger = config.trainer.logger
+        if getattr(logger, "class_path", None) == DEFAULT_LOGGER["class_path"] and logger.init_args.save_dir is None:
+            logger.init_args.save_dir = config.trainer.default_root_dir
 
 
 # Commands beside Lightning's: each is ``videodiff.commands.<name>.main(argv)``, imported only when run, so

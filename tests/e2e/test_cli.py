@@ -197,3 +197,22 @@ def test_autoencoder_fast_dev_run_from_its_config(tmp_path):
     )
     videos = list(tmp_path.rglob("reconstructions/*.mp4"))
     assert videos  # side-by-side input | output clips were written
+
+
+def test_data_index_builds_a_manifest_from_a_folder_with_sidecar_captions(tmp_path, write_clip, capsys):
+    first, _ = write_clip()
+    second, _ = write_clip(seed=1)
+    folder = tmp_path / "mine"
+    (folder / "sub").mkdir(parents=True)
+    first.rename(folder / "a.mp4")
+    second.rename(folder / "sub" / "b.mp4")
+    (folder / "a.txt").write_text("a dog running on a beach\n")
+    out = tmp_path / "mine.jsonl"
+    assert main(["data", "index", str(folder), "--out", str(out)]) == 0
+    assert "2 files, 1 without a caption" in capsys.readouterr().out
+    entries = read_manifest(out)
+    assert [Path(e.path).name for e in entries] == ["a.mp4", "b.mp4"]
+    assert [e.caption for e in entries] == ["a dog running on a beach", ""]
+    assert main(["data", "scan", str(out)]) == 0 and "2 readable, 0 unreadable" in capsys.readouterr().out
+    assert main(["data", "index", str(tmp_path / "absent"), "--out", str(out)]) == 1
+    assert "absent: not a directory" in capsys.readouterr().err

@@ -2,6 +2,8 @@ import json
 import shutil
 import sys
 
+from lightning.pytorch.loggers import CSVLogger
+
 from videodiff.cli import main
 from videodiff.commands import stage
 from videodiff.data.decoding import read_frames_pyav, write_gif, write_video
@@ -43,6 +45,8 @@ def test_report_scores_samples_and_lists_stages(tmp_path, synthetic_set, autoenc
             {"file": f"{i}.mp4", "gif": f"{i}.gif", "prompt": caption, "size": "x".join(map(str, frames.shape[:3]))}
         )
     (samples / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    shutil.copytree(samples, demo / "samples-factorised")
+    write_training_logs(demo)
     assert main(["report", "--demo-dir", str(demo), "--eval-clips", "3"]) == 0
     report = (demo / "report" / "report.md").read_text()
     assert "| dit-joint | 12 | `videodiff fit` |" in report and "## Samples: joint" in report
@@ -55,3 +59,31 @@ def test_report_scores_samples_and_lists_stages(tmp_path, synthetic_set, autoenc
     assert (demo / "report" / "samples-joint-0.gif").is_file() and 0 < data["autoencoder"]["clips"] <= 3
     assert data["autoencoder"]["psnr"] > 0 and "## Autoencoder" in report
     assert main(["report", "--demo-dir", str(tmp_path / "nothing")]) == 2
+    # Training: throughput medians (first 5 records left out) and the curves, from the CSV logs.
+    runs = {r["run"]: r for r in data["training"]["runs"]}
+    assert runs["dit-joint"]["throughput"] == "1,017 tokens/s" and runs["dit-joint"]["seconds"] == 12.5
+    assert runs["autoencoder"]["throughput"] == "2,017 pixels/s" and runs["dit-factorised"]["steps"] == 30
+    assert runs["dit-factorised"]["val_loss"] == 0.25 and runs["dit-joint"]["seconds"] == 12.5
+    for png in ("curves-autoencoder.png", "curves-dit.png"):
+        assert (demo / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"![]({png})" in report
+    # Joint and factorised side by side: one row per prompt, a column per backbone.
+    assert "## Backbones side by side: factorised vs joint" in report
+    assert (
+        f"| {clips[0].caption} | {records[0]['size']} | ![](samples-factorised-0.gif) | ![](samples-joint-0.gif) |"
+        in report
+    )
+
+
+def write_training_logs(demo):
+    """Metrics as Lightning's CSVLogger writes them, for the autoencoder and two DiT runs."""
+    for run, unit, base in (
+        ("autoencoder", "pixels", 2000),
+        ("dit-joint", "tokens", 1000),
+        ("dit-factorised", "tokens", 500),
+    ):
+        logger = CSVLogger(save_dir=demo / run, name="csv")
+        for step in range(30):
+            logger.log_metrics({"train/loss": 1 / (step + 1), f"train/{unit}_per_s": base + step}, step=step)
+        logger.log_metrics({"val/loss": 0.25, "val/psnr": 20.0, "val/ssim": 0.5}, step=29)
+        logger.log_metrics({"samples/fidelity_color": 0.5, "samples/fidelity_shape": 1.0}, step=29)
+        logger.save()

@@ -13,8 +13,9 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from videodiff.commands import run_reporting_errors
 from videodiff.data import decoding, synthetic
-from videodiff.data.manifest import ManifestEntry, ManifestError, read_manifest, write_manifest
+from videodiff.data.manifest import IMAGE_SUFFIXES, ManifestEntry, ManifestError, read_manifest, write_manifest
 
 
 @dataclass
@@ -44,6 +45,41 @@ def scan(entries: list[ManifestEntry], full: bool = False, progress: bool = Fals
 def _synth(args: argparse.Namespace, console: Console) -> int:
     manifest = synthetic.generate(args.out, num=args.num, seed=args.seed, image_fraction=args.image_fraction)
     console.print(f"wrote {args.num} clips and {manifest}")
+    return 0
+
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
+
+
+def index_folder(folder: Path, captions: str = "sidecar") -> tuple[list[ManifestEntry], list[Path]]:
+    """Manifest entries for every video and image under ``folder`` (sorted), and the media without a caption.
+
+    ``captions="sidecar"`` reads ``clip.txt`` beside ``clip.mp4`` (the layout most caption tools write); a
+    missing sidecar gives an empty caption, which is returned so the caller can report it: unconditional
+    training on those clips is legitimate, silently unconditional is not.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: not a directory")
+    entries, uncaptioned = [], []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES):
+        sidecar = path.with_suffix(".txt")
+        caption = sidecar.read_text().strip() if captions == "sidecar" and sidecar.is_file() else ""
+        if not caption:
+            uncaptioned.append(path)
+        entries.append(ManifestEntry(path=str(path.resolve()), caption=caption))
+    return entries, uncaptioned
+
+
+def _index(args: argparse.Namespace, console: Console) -> int:
+    entries, uncaptioned = index_folder(Path(args.folder), args.captions)
+    if not entries:
+        raise FileNotFoundError(f"{args.folder}: no video or image files ({', '.join(sorted(VIDEO_SUFFIXES))}, ...)")
+    out = Path(args.out)
+    write_manifest(entries, out)
+    console.print(f"{len(entries)} files, {len(uncaptioned)} without a caption: {out}", highlight=False)
+    for path in uncaptioned[:10]:
+        console.print(f"  no caption: {path}", highlight=False, soft_wrap=True)
+    console.print(f"next: videodiff data scan {out}", highlight=False)
     return 0
 
 
@@ -135,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
     synth.add_argument("--image-fraction", type=float, default=0.1, help="share of still images (default 0.1)")
     synth.set_defaults(run=_synth)
+    index = sub.add_parser(
+        "index",
+        help="write a manifest of a folder of videos and images (captions from clip.txt beside clip.mp4)",
+    )
+    index.add_argument("folder", help="folder searched recursively")
+    index.add_argument("--out", required=True, help="manifest to write (.jsonl or .csv)")
+    index.add_argument("--captions", choices=["sidecar", "none"], default="sidecar", help="where captions come from")
+    index.set_defaults(run=_index)
     scan_ = sub.add_parser(
         "scan",
         help="probe every entry with the training decoder, report unreadable files, write a clean manifest",
@@ -153,8 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    console = Console(file=sys.stdout, soft_wrap=True)  # paths and reasons stay on one greppable line
     if argv and argv[0] == "inspect":  # parsed by jsonargparse: it takes whole experiment configs
-        return inspect(argv[1:], console)
+        return inspect(argv[1:], Console(file=sys.stdout, soft_wrap=True))
     args = build_parser().parse_args(argv)
-    return args.run(args, console)
+    return run_reporting_errors(args.run, args, (OSError, ManifestError), code=1)

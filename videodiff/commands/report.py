@@ -31,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--demo-dir", required=True, help="the run folder (`make demo`'s DEMO_DIR)")
     parser.add_argument("--out", default=None, help="report folder (default DEMO_DIR/report)")
     parser.add_argument("--eval-clips", type=int, default=20, help="held-out clips to reconstruct")
-    # The clip sizes of the demo's latent cache (`videodiff encode --patch 1 2 2 --max-frames 9 --token-budget 256`),
+    # The clip sizes of the demo's latent cache (`videodiff encode --patch 1 4 4 --max-frames 9 --token-budget 256`),
     # so reconstructions are judged at the sizes the DiT trains on.
-    parser.add_argument("--patch", type=int, nargs=3, default=[1, 2, 2], metavar=("PT", "PH", "PW"))
+    parser.add_argument("--patch", type=int, nargs=3, default=[1, 4, 4], metavar=("PT", "PH", "PW"))
     parser.add_argument("--max-frames", type=int, default=9)
     parser.add_argument("--token-budget", type=int, default=256)
     parser.add_argument("--target-fps", type=float, default=8.0)
@@ -96,6 +96,69 @@ def evaluate_samples(demo: Path, folder: Path, media: Path) -> dict:
     return {"rows": rows, "fidelity": caption_fidelity(pairs)}
 
 
+TRAINING_PANELS = {
+    "autoencoder": {
+        "loss": ["train/loss", "val/loss"],
+        "PSNR (dB, held-out clips)": ["val/psnr"],
+        "SSIM (held-out clips)": ["val/ssim"],
+    },
+    "dit": {  # one curve per backbone in each
+        "train loss (running mean of 10 records)": "train/loss",
+        "validation loss": "val/loss",
+    },
+}
+
+
+def training_summary(demo: Path, timings: list[dict], media: Path) -> dict:
+    """Loss and metric plots (PNG) of the autoencoder and of every DiT run, and a throughput row per run.
+
+    DiT runs share one figure (one curve per backbone), so joint and factorised attention compare directly.
+    """
+    from videodiff.reporting.curves import latest_metrics_file, median, plot_panels, read_metrics, select, smooth
+
+    seconds = {t["stage"]: t["seconds"] for t in timings}
+    runs = {}
+    for run_dir in [demo / "autoencoder", *sorted(demo.glob("dit-*/"))]:
+        metrics = latest_metrics_file(run_dir) if run_dir.is_dir() else None
+        if metrics is not None:
+            runs[run_dir.name] = read_metrics(metrics)
+    rows, plots = [], []
+    for name, series in runs.items():
+        steps = max((s for s, _ in series.get("train/loss", [])), default=-1) + 1
+        unit = "pixels" if name == "autoencoder" else "tokens"
+        rate = median(series, f"train/{unit}_per_s")
+        final = series.get("val/loss", [])
+        rows.append(
+            {
+                "run": name,
+                "steps": steps,
+                "seconds": seconds.get(name),
+                "throughput": f"{rate:,.0f} {unit}/s" if rate else "-",
+                "val_loss": final[-1][1] if final else None,
+            }
+        )
+    if "autoencoder" in runs:
+        panels = {p: select(runs["autoencoder"], keys) for p, keys in TRAINING_PANELS["autoencoder"].items()}
+        plots.append(
+            plot_panels({p: c for p, c in panels.items() if c}, media / "curves-autoencoder.png", "autoencoder").name
+        )
+    dits = {name.removeprefix("dit-"): series for name, series in runs.items() if name.startswith("dit-")}
+    if dits:
+        panels = {}
+        for panel, key in TRAINING_PANELS["dit"].items():
+            curves = {backbone: series[key] for backbone, series in dits.items() if series.get(key)}
+            if key == "train/loss":
+                curves = {backbone: smooth(points) for backbone, points in curves.items()}
+            if curves:
+                panels[panel] = curves
+        for backbone, series in dits.items():  # what the SampleVideos callback scored during training
+            fidelity = select(series, [f"samples/fidelity_{a}" for a in ATTRIBUTES])
+            if fidelity:
+                panels[f"sample caption fidelity: {backbone}"] = fidelity
+        plots.append(plot_panels(panels, media / "curves-dit.png", "DiT, one curve per backbone").name)
+    return {"runs": rows, "plots": plots}
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -106,12 +169,39 @@ def _fidelity_row(name: str, scores: dict[str, float]) -> list[str]:
 
 
 def render_markdown(
-    demo: Path, timings: list[dict], ae: dict, samples: dict[str, dict], configs: dict[str, str]
+    demo: Path,
+    timings: list[dict],
+    ae: dict,
+    samples: dict[str, dict],
+    configs: dict[str, str],
+    training: dict | None = None,
 ) -> str:
     parts = [f"# videodiff demo report: `{demo}`", "", "## Stages", ""]
     total = sum(t["seconds"] for t in timings)
     stage_rows = [[t["stage"], f"{t['seconds']:.0f}", f"`{t['command']}`"] for t in timings]
     parts += [_table(["stage", "seconds", "command"], stage_rows), "", f"Total: {total / 60:.1f} min."]
+    if training and training["runs"]:
+        parts += [
+            "",
+            "## Training",
+            "",
+            "Throughput is the median over logged steps (forward, backward, optimizer).",
+            "",
+        ]
+        run_rows = [
+            [
+                r["run"],
+                str(r["steps"]),
+                f"{r['seconds']:.0f}" if r["seconds"] else "-",
+                r["throughput"],
+                f"{r['val_loss']:.4f}" if r["val_loss"] is not None else "-",
+            ]
+            for r in training["runs"]
+        ]
+        parts.append(_table(["run", "steps", "seconds", "throughput", "last validation loss"], run_rows))
+        parts += ["", " ".join(f"![]({p})" for p in training["plots"])]
+    if len(samples) > 1:
+        parts += _side_by_side(samples)
     header = ["video", "prompt", "size (FxHxW)", "held out", *ATTRIBUTES]
     for name, result in samples.items():
         parts += ["", f"## Samples: {name}", ""]
@@ -148,6 +238,24 @@ def render_markdown(
     for name, text in configs.items():
         parts += ["", f"### {name}", "", "```yaml", text.strip(), "```"]
     return "\n".join(parts) + "\n"
+
+
+def _side_by_side(samples: dict[str, dict]) -> list[str]:
+    """The same prompts and seeds under each backbone, in adjacent columns."""
+    names = list(samples)
+    by_prompt: dict[tuple[str, str], dict[str, str]] = {}
+    for name in names:
+        for r in samples[name]["rows"]:
+            by_prompt.setdefault((r["prompt"], r["size"]), {})[name] = f"![]({r['gif']})"
+    rows = [[prompt, size, *(cells.get(n, "-") for n in names)] for (prompt, size), cells in by_prompt.items()]
+    rows.append(
+        [
+            "caption fidelity (background / color / shape / motion)",
+            "",
+            *(" / ".join(f"{samples[n]['fidelity'][a]:.2f}" for a in ATTRIBUTES) for n in names),
+        ]
+    )
+    return ["", f"## Backbones side by side: {' vs '.join(names)}", "", _table(["prompt", "size", *names], rows)]
 
 
 def render_html(markdown: str) -> str:
@@ -211,13 +319,16 @@ def report(args: argparse.Namespace, console: Console) -> int:
     timings_file = demo / "timings.jsonl"
     timings = [json.loads(line) for line in timings_file.read_text().splitlines()] if timings_file.exists() else []
     ae = evaluate_autoencoder(args, demo, out)
+    training = training_summary(demo, timings, out)
     samples = {d.name.removeprefix("samples-"): evaluate_samples(demo, d, out) for d in sample_dirs}
     configs = {str(p.relative_to(demo)): p.read_text() for p in sorted(demo.glob("*/config.yaml"))}
     # Runs reproduce from these: the exact commands are in the stage table, the resolved configs below.
-    markdown = render_markdown(demo, timings, ae, samples, configs)
+    markdown = render_markdown(demo, timings, ae, samples, configs, training)
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(render_html(markdown))
-    (out / "report.json").write_text(json.dumps({"timings": timings, "autoencoder": ae, "samples": samples}, indent=1))
+    (out / "report.json").write_text(
+        json.dumps({"timings": timings, "training": training, "autoencoder": ae, "samples": samples}, indent=1)
+    )
     console.print(f"report: {out / 'report.html'} (and report.md)", highlight=False)
     for name, result in samples.items():
         fidelity = ", ".join(f"{k} {v:.2f}" for k, v in result["fidelity"].items())

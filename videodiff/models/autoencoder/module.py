@@ -18,6 +18,7 @@ from videodiff.models.autoencoder.losses import (
 )
 from videodiff.models.autoencoder.model import VideoAutoencoder
 from videodiff.models.checkpoints import read_checkpoint
+from videodiff.models.throughput import StepThroughput
 
 
 def reconstruction_quality(video: torch.Tensor, recon: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -32,7 +33,7 @@ def reconstruction_quality(video: torch.Tensor, recon: torch.Tensor) -> dict[str
     }
 
 
-class AutoencoderModule(LightningModule):
+class AutoencoderModule(StepThroughput, LightningModule):
     """Reconstruction (L1 or L2) + KL training of a ``VideoAutoencoder``.
 
     The loss is ``mean |x - x̂|`` (or squared) + ``kl_weight`` x KL per latent element, so the weight means
@@ -57,6 +58,8 @@ class AutoencoderModule(LightningModule):
     In the adversarial mode Lightning counts both optimisers' steps, so ``trainer.max_steps`` and
     ``discriminator_start`` are in optimiser steps: two per batch.
     """
+
+    throughput_unit = "pixels"
 
     def __init__(
         self,
@@ -117,6 +120,7 @@ class AutoencoderModule(LightningModule):
         if self.discriminator is not None:
             return self._adversarial_step(batch)
         losses, _, _ = self._losses(batch.video, sample=True)
+        self.step_work = batch.video[:, 0].numel()  # pixels (frames x height x width) of the batch
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch), prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=len(batch))
         return losses["loss"]

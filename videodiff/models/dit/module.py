@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +22,7 @@ from videodiff.models.autoencoder.module import AutoencoderModule
 from videodiff.models.checkpoints import read_checkpoint
 from videodiff.models.dit.model import DiT
 from videodiff.models.text import CaptionCache, CaptionClasses, TextEncoder, build_text_encoder
+from videodiff.models.throughput import StepThroughput
 from videodiff.packing.pack import PackedBatch, TokenDropping, pack, unpack_videos
 from videodiff.packing.patchify import token_grid
 
@@ -32,7 +32,7 @@ BackboneFactory = Callable[[int, int | None, int | None, bool], DiT]
 Size = tuple[int, int, int]  # (frames, height, width) in pixels
 
 
-class DiTModule(LightningModule):
+class DiTModule(StepThroughput, LightningModule):
     """Trains a DiT on packed latent tokens: per-video timesteps, loss on real kept tokens, caption dropout.
 
     Batches are ``VideoListBatch`` es from ``PackedRows``: pixels (encoded here by the frozen autoencoder) or
@@ -53,6 +53,8 @@ class DiTModule(LightningModule):
         caption_cache: a folder for frozen-encoder outputs on disk (memory only when None).
         latent_scale: with a network as ``autoencoder``, the scale its latents are multiplied by.
     """
+
+    throughput_unit = "tokens"
 
     def __init__(
         self,
@@ -231,23 +233,17 @@ class DiTModule(LightningModule):
         packed = self.pack_batch(batch, train=True)
         drop = torch.rand(len(batch)) < self.hparams.caption_dropout
         losses = self._losses(self.backbone, packed, self.condition(batch.captions, drop))
-        self._real_tokens = int(packed.mask.sum())
+        self.step_work = int(packed.mask.sum())  # real tokens only: padding and dropped tokens are not throughput
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch), prog_bar=True)
         self.log("train/padding", packed.padding_fraction(), batch_size=len(batch))
         if self._trainer is not None:
             self.log("train/lr", self._trainer.optimizers[0].param_groups[0]["lr"], batch_size=len(batch))
         return losses["loss"]
 
-    def on_train_batch_start(self, batch, batch_idx: int) -> None:
-        self._step_start = time.perf_counter()
-
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None:
             self.ema.update_parameters(self.backbone)
-        # Real tokens only: padding and dropped tokens are not throughput.
-        seconds = time.perf_counter() - getattr(self, "_step_start", time.perf_counter())
-        if seconds > 0 and getattr(self, "_real_tokens", 0):
-            self.log("train/tokens_per_s", self._real_tokens / seconds, batch_size=1)
+        super().on_train_batch_end(outputs, batch, batch_idx)
 
     @property
     def eval_network(self) -> DiT:
