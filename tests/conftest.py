@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,11 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
     # LightningCLI warns when given args while sys.argv holds pytest's own.
     monkeypatch.setattr("sys.argv", ["videodiff"])
+    yield
+    # A wandb run left open by one test would be reused by the next test's WandbLogger.
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
 
 
 def random_frames(rng: np.random.Generator, frames: int, height: int, width: int) -> np.ndarray:
@@ -82,3 +88,11 @@ def autoencoder_ckpt(tmp_path_factory) -> str:
     from tests.helpers import write_autoencoder_checkpoint
 
     return write_autoencoder_checkpoint(tmp_path_factory.mktemp("ae") / "ae.ckpt")
+
+
+@pytest.fixture(scope="session")
+def tiny_autoencoder_ckpt(tmp_path_factory) -> str:
+    """Untrained, with the strides of configs/autoencoder/tiny.yaml (2x spatial): what the tiny DiT configs expect."""
+    from tests.helpers import write_autoencoder_checkpoint
+
+    return write_autoencoder_checkpoint(tmp_path_factory.mktemp("ae") / "tiny.ckpt", spatial=2)

@@ -38,13 +38,16 @@ class TinyReconstruction(LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
-def write_autoencoder_checkpoint(path, latent_scale: float = 0.5, seed: int = 0) -> str:
-    """An untrained tiny causal VAE (2x temporal, 4x spatial, 4 latent channels) saved as a Lightning checkpoint."""
+def write_autoencoder_checkpoint(path, latent_scale: float = 0.5, seed: int = 0, spatial: int = 4) -> str:
+    """An untrained tiny causal VAE (2x temporal, ``spatial``x spatial, 4 latent channels) as a checkpoint."""
     from videodiff.models.autoencoder.model import VideoAutoencoder
     from videodiff.models.autoencoder.module import AutoencoderModule
 
     torch.manual_seed(seed)
-    ae = VideoAutoencoder(latent_channels=4, temporal_compression=2, spatial_compression=2, widths=[8, 8], groups=4)
+    widths = [8] * (spatial.bit_length())  # one width per level: log2(spatial) + 1
+    ae = VideoAutoencoder(
+        latent_channels=4, temporal_compression=2, spatial_compression=spatial, widths=widths, groups=4
+    )
     module = AutoencoderModule(ae, write_reconstructions=False)
     module.latent_scale.fill_(latent_scale)
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)

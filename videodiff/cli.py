@@ -74,6 +74,7 @@ COMMANDS: dict[str, str] = {
     "encode": "cache latents of a manifest with a trained autoencoder: `videodiff encode --help`",
     "sample": "generate videos of any size from a DiT checkpoint: `videodiff sample --help`",
     "fvd": "FVD between real and generated videos (I3D): `videodiff fvd --help`",
+    "evaluate": "generate with a held-out set's captions, FVD + autoencoder PSNR/SSIM: `videodiff evaluate --help`",
     "report": "HTML + markdown report of a demo run: `videodiff report --help`",
 }
 

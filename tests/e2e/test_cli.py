@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +78,10 @@ def _print_config(capsys, *args: str) -> dict:
 
 def _compose(config: Path, autoencoder: str) -> list[str]:
     args = ["--config", str(config)]
-    content = yaml.safe_load(config.read_text())
+    base = re.search(r"^# base: (\S+)", config.read_text(), flags=re.MULTILINE)  # an overlay names its base
+    if base:
+        args = ["--config", str(ROOT / base.group(1)), *args]
+    content = yaml.safe_load((ROOT / base.group(1) if base else config).read_text())
     if "data" not in content:
         args = ["--config", DATA, *args]
     if "model" not in content:
@@ -88,9 +92,9 @@ def _compose(config: Path, autoencoder: str) -> list[str]:
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
-def test_every_config_parses_instantiates_and_round_trips(tmp_path, capsys, config, monkeypatch, autoencoder_ckpt):
+def test_every_config_parses_instantiates_and_round_trips(tmp_path, capsys, config, monkeypatch, tiny_autoencoder_ckpt):
     monkeypatch.setenv("VIDEODIFF_MANIFEST", str(tmp_path / "m.jsonl"))
-    args = _compose(config, autoencoder_ckpt)
+    args = _compose(config, tiny_autoencoder_ckpt)
     printed = _print_config(capsys, *args)
     (tmp_path / "printed.yaml").write_text(yaml.safe_dump(printed))
     assert _print_config(capsys, "--config", str(tmp_path / "printed.yaml")) == printed

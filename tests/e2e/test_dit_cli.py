@@ -29,29 +29,30 @@ def _fit_args(config: str, autoencoder: str, root: Path, *extra: str) -> list[st
 
 
 @pytest.mark.parametrize("config", [JOINT, FACTORISED], ids=["joint", "factorised"])
-def test_fit_runs_from_yaml(tmp_path, autoencoder_ckpt, config):
-    cli = VideoDiffCLI(args=["fit", *_fit_args(config, autoencoder_ckpt, tmp_path), "--trainer.max_steps=2"])
+def test_fit_runs_from_yaml(tmp_path, tiny_autoencoder_ckpt, config):
+    cli = VideoDiffCLI(args=["fit", *_fit_args(config, tiny_autoencoder_ckpt, tmp_path), "--trainer.max_steps=2"])
     assert cli.trainer.global_step == 2 and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     assert cli.datamodule.grid == cli.model.latent_grid
 
 
-def test_one_line_switches_the_backbone_to_factorised(tmp_path, autoencoder_ckpt):
+def test_one_line_switches_the_backbone_to_factorised(tmp_path, tiny_autoencoder_ckpt):
     override = "--model.init_args.backbone.init_args.attention=factorised"
-    cli = VideoDiffCLI(args=_fit_args(JOINT, autoencoder_ckpt, tmp_path, override), run=False)
+    cli = VideoDiffCLI(args=_fit_args(JOINT, tiny_autoencoder_ckpt, tmp_path, override), run=False)
     assert [block.layouts for block in cli.model.backbone.blocks] == [("spatial",), ("temporal",)] * 2
-    joint = VideoDiffCLI(args=_fit_args(JOINT, autoencoder_ckpt, tmp_path), run=False)
+    joint = VideoDiffCLI(args=_fit_args(JOINT, tiny_autoencoder_ckpt, tmp_path), run=False)
     assert all(block.layouts == ("joint",) for block in joint.model.backbone.blocks)
     # Same parameter count: the comparison between backbones is fair.
     count = lambda m: sum(p.numel() for p in m.backbone.parameters())
     assert count(cli.model) == count(joint.model)
 
 
-def test_fit_from_the_latent_cache(tmp_path, synthetic_set, autoencoder_ckpt):
+def test_fit_from_the_latent_cache(tmp_path, synthetic_set, tiny_autoencoder_ckpt):
     cache = tmp_path / "cache"
-    code = main(["encode", "--ckpt", autoencoder_ckpt, "--manifest", str(synthetic_set), "--out", str(cache),
-                 "--max-frames", "5", "--token-budget", "64", "--val-fraction", "0.2"])  # fmt: skip
+    code = main(["encode", "--ckpt", tiny_autoencoder_ckpt, "--manifest", str(synthetic_set), "--out", str(cache),
+                 "--patch", "1", "4", "4", "--max-frames", "5", "--token-budget", "64",
+                 "--val-fraction", "0.2"])  # fmt: skip
     assert code == 0
-    args = _fit_args(JOINT, autoencoder_ckpt, tmp_path, "--data.init_args.synthetic=null",
+    args = _fit_args(JOINT, tiny_autoencoder_ckpt, tmp_path, "--data.init_args.synthetic=null",
                      f"--data.init_args.latents={cache}", "--trainer.max_steps=2")  # fmt: skip
     cli = VideoDiffCLI(args=["fit", *args])
     assert cli.trainer.global_step == 2
@@ -65,8 +66,8 @@ def _frames(path: Path) -> tuple[int, int, int]:
     return len(frames), frames[0].height, frames[0].width
 
 
-def test_checkpoint_to_videodiff_sample(tmp_path, autoencoder_ckpt):
-    cli = VideoDiffCLI(args=_fit_args(JOINT, autoencoder_ckpt, tmp_path), run=False)
+def test_checkpoint_to_videodiff_sample(tmp_path, tiny_autoencoder_ckpt):
+    cli = VideoDiffCLI(args=_fit_args(JOINT, tiny_autoencoder_ckpt, tmp_path), run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
     ckpt = tmp_path / "dit.ckpt"
     cli.trainer.save_checkpoint(ckpt)
@@ -99,6 +100,6 @@ def test_checkpoint_to_videodiff_sample(tmp_path, autoencoder_ckpt):
     for args, message in bad.items():
         result = run("--ckpt", str(ckpt), "--prompt", "x", *args, "--steps", "1", "--out", str(tmp_path / "bad"))
         assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    for wrong, message in ((tmp_path / "none.ckpt", "checkpoint not found"), (autoencoder_ckpt, "autoencoder")):
+    for wrong, message in ((tmp_path / "none.ckpt", "checkpoint not found"), (tiny_autoencoder_ckpt, "autoencoder")):
         result = run("--ckpt", str(wrong), "--prompt", "x", "--size", "1x16x16", "--out", str(tmp_path / "bad"))
         assert result.returncode == 2 and message in result.stderr

@@ -141,7 +141,7 @@ def test_a_checkpoint_written_by_the_cli_encodes(tmp_path, synthetic_set):
         ]
     )  # fmt: skip
     assert "_class_path" in torch.load(tmp_path / "ae.ckpt", weights_only=True)["hyper_parameters"]
-    assert AutoencoderModule.from_checkpoint(tmp_path / "ae.ckpt").latent_grid.spatial_compression == 4
+    assert AutoencoderModule.from_checkpoint(tmp_path / "ae.ckpt").latent_grid.spatial_compression == 2  # tiny.yaml
     args = [
         "encode",
         "--ckpt",

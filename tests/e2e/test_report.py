@@ -20,11 +20,11 @@ def test_stage_runner_records_durations_and_fails_loudly(tmp_path, capsys):
     assert [r["stage"] for r in records] == ["hello"] and records[0]["seconds"] >= 0  # failures are not recorded
 
 
-def test_report_scores_samples_and_lists_stages(tmp_path, synthetic_set, autoencoder_ckpt, capsys):
+def test_report_scores_samples_and_lists_stages(tmp_path, synthetic_set, tiny_autoencoder_ckpt, capsys):
     demo = tmp_path / "demo"
     entries = read_manifest(synthetic_set)
     write_manifest(entries, demo / "data" / "manifest.clean.jsonl")
-    shutil.copy(autoencoder_ckpt, demo / "autoencoder.ckpt")
+    shutil.copy(tiny_autoencoder_ckpt, demo / "autoencoder.ckpt")
     (demo / "timings.jsonl").write_text(
         json.dumps({"stage": "dit-joint", "seconds": 12.5, "command": "videodiff fit"}) + "\n"
     )
@@ -67,9 +67,9 @@ def test_report_scores_samples_and_lists_stages(tmp_path, synthetic_set, autoenc
     for png in ("curves-autoencoder.png", "curves-dit.png"):
         assert (demo / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"![]({png})" in report
     # Joint and factorised side by side: one row per prompt, a column per backbone.
-    assert "## Backbones side by side: factorised vs joint" in report
+    assert "## Backbones side by side: joint vs factorised" in report
     assert (
-        f"| {clips[0].caption} | {records[0]['size']} | ![](samples-factorised-0.gif) | ![](samples-joint-0.gif) |"
+        f"| {clips[0].caption} | {records[0]['size']} | ![](samples-joint-0.gif) | ![](samples-factorised-0.gif) |"
         in report
     )
 

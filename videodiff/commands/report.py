@@ -308,7 +308,10 @@ def _inline(text: str) -> str:
 
 def report(args: argparse.Namespace, console: Console) -> int:
     demo = Path(args.demo_dir)
-    sample_dirs = sorted(p.parent for p in demo.glob("samples*/samples.jsonl"))
+    # The default backbone (joint) first, the others after it, so side-by-side columns read baseline -> variant.
+    sample_dirs = sorted(
+        (p.parent for p in demo.glob("samples*/samples.jsonl")), key=lambda d: (d.name != "samples-joint", d.name)
+    )
     for required in ("autoencoder.ckpt", "data/manifest.clean.jsonl"):
         if not (demo / required).exists():
             raise FileNotFoundError(f"{demo / required} is missing: run `make demo DEMO_DIR={demo}` first")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v"})
 _INT_FIELDS = ("frames", "height", "width")
 
 

@@ -4,7 +4,8 @@ Each attribute is read back from the pixels with the renderer's own conventions 
 objects take the two halves of the longer side) and compared with the caption:
 
 - ``background``: the palette background nearest to the median colour of the frame border.
-- ``color``: the stated colour covers a visible area in the object's region.
+- ``color``: the stated colour is the object colour covering most of the object's region, and a visible
+  area of it (a frame of many colours, e.g. an untrained model's patchwork, does not pass by containing it).
 - ``shape``: the fill ratio of the object's bounding box (square ~1, circle ~pi/4, triangle ~1/2).
 - ``motion``: the centroid track (left/right/up/down), the area trend (growing/shrinking), or neither (still).
 
@@ -91,8 +92,10 @@ def score_video(frames_thwc: np.ndarray, caption: str) -> dict[str, list[bool]]:
     nearest = _colour_masks(frames, background)
     names = list(COLORS)
     for obj, (rows, cols) in zip(objects, _regions(len(objects), h, w), strict=True):
-        mask = nearest[:, rows, cols] == names.index(obj.color)  # (T, h, w)
-        present = mask.mean() >= MIN_AREA
+        region = nearest[:, rows, cols]
+        mask = region == names.index(obj.color)  # (T, h, w)
+        coverage = np.bincount(region.ravel(), minlength=len(names) + 1)[: len(names)]  # object colours only
+        present = mask.mean() >= MIN_AREA and int(coverage.argmax()) == names.index(obj.color)
         verdicts["color"].append(bool(present))
         if not present:
             continue

@@ -81,7 +81,7 @@ class DiTModule(StepThroughput, LightningModule):
         if text_encoder is None and labels is None and caption_dropout > 0:
             caption_dropout = 0.0  # unconditional: there is nothing to drop
         if isinstance(autoencoder, str | Path):
-            if not Path(autoencoder).is_file():
+            if not Path(autoencoder).exists():  # a checkpoint file, or a run folder (its newest checkpoint)
                 raise FileNotFoundError(
                     f"model.init_args.autoencoder: {autoencoder} not found; train an autoencoder first "
                     "(videodiff fit --config configs/autoencoder/tiny.yaml) and give its checkpoint"
