@@ -87,10 +87,8 @@ def evaluate(args: argparse.Namespace, console: Console) -> int:
     generate(module, prompts, args.size, args, out / "samples")
     protocol = FVDProtocol(num_videos=args.num, frames=args.frames)
     result = compute_fvd(args.real, str(out / "samples"), protocol, args.i3d, args.device, console=console)
-    ae_frames = (
-        1 + (args.size[0] - 1) // module.latent_grid.temporal_compression * module.latent_grid.temporal_compression
-    )
-    quality = autoencoder_quality(module, [e.path for e in entries[: args.num]], ae_frames, args.device)
+    # check_size made the generated length one the autoencoder takes (1 + k*ft): judge it on real clips of it.
+    quality = autoencoder_quality(module, [e.path for e in entries[: args.num]], args.size[0], args.device)
     metrics = {
         "fvd": {"protocol": result.name, "value": result.value, "real": result.real, "generated": result.generated},
         "autoencoder": quality,

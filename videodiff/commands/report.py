@@ -22,8 +22,7 @@ from rich.console import Console
 
 from videodiff.commands import run_reporting_errors
 from videodiff.data.manifest import ManifestError, read_manifest
-
-ATTRIBUTES = ("background", "color", "shape", "motion")
+from videodiff.metrics.caption_fidelity import ATTRIBUTES
 
 
 def build_parser() -> argparse.ArgumentParser:
