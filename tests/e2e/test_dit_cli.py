@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 
@@ -66,6 +67,11 @@ def _frames(path: Path) -> tuple[int, int, int]:
     return len(frames), frames[0].height, frames[0].width
 
 
+def _pixels(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
 def test_checkpoint_to_videodiff_sample(tmp_path, tiny_autoencoder_ckpt):
     cli = VideoDiffCLI(args=_fit_args(JOINT, tiny_autoencoder_ckpt, tmp_path), run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -86,10 +92,17 @@ def test_checkpoint_to_videodiff_sample(tmp_path, tiny_autoencoder_ckpt):
     records = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [(r["file"], r["size"], r["steps"]) for r in records] == [(files[0], "5x16x32", 2), (files[1], "1x32x16", 2)]
     assert _frames(out / files[0]) == (5, 16, 32) and _frames(out / files[1]) == (1, 32, 16)
-    first = (out / files[0]).read_bytes()
+    alone = run("--ckpt", str(ckpt), "--prompt", "a red circle moving left on a black background",
+                "--size", "5x16x32", "--steps", "2", "--out", str(tmp_path / "alone"), "--seed", "1")  # fmt: skip
+    assert alone.returncode == 0, alone.stderr
+    # Same request, same bytes. Alone vs packed beside another video, float rounding may differ (row shapes change
+    # the matmul blocking; CI's CPU showed it), so the same seed gives the same video up to codec noise (crf 18).
     again = run("--ckpt", str(ckpt), "--prompt", "a red circle moving left on a black background",
                 "--size", "5x16x32", "--steps", "2", "--out", str(tmp_path / "again"), "--seed", "1")  # fmt: skip
-    assert again.returncode == 0 and (tmp_path / "again" / files[0]).read_bytes() == first  # deterministic
+    alone_bytes = (tmp_path / "alone" / files[0]).read_bytes()
+    assert again.returncode == 0 and (tmp_path / "again" / files[0]).read_bytes() == alone_bytes
+    difference = np.abs(_pixels(out / files[0]).astype(int) - _pixels(tmp_path / "alone" / files[0]).astype(int))
+    assert difference.mean() < 0.5 and difference.max() <= 16, (difference.mean(), difference.max())
     # Bad requests: one line saying what to change, exit code 2.
     bad = {
         ("--frames", "5", "--height", "20", "--width", "32"): "multiples of 8, 8",
