@@ -34,7 +34,8 @@ def test_same_shape_batches_cover_every_sample_once(synthetic_set, random_size):
         loader = dm.train_dataloader()
         loader.batch_sampler.set_epoch(epoch)
         seen, shapes = _epoch(dm, loader)
-        assert sorted(seen) == list(range(len(dm.train_entries)))
+        if len(loader.batch_sampler.plan(epoch)) == len(loader):  # else the epoch is cut/wrapped to epoch 0's length
+            assert sorted(seen) == list(range(len(dm.train_entries)))
         assert len(shapes) == len(loader)
         for t, h, w in shapes:
             assert GRID.is_valid_frames(t) and GRID.tokens(t, h, w) <= 300
@@ -52,6 +53,33 @@ def test_random_sizes_change_with_the_epoch_and_repeat_with_the_seed(synthetic_s
     assert plans(a) == plans(b)
     b.set_epoch(1)
     assert plans(a) != plans(b)
+
+
+def test_epochs_keep_epoch_0s_length_follow_the_epoch_source_and_resume_mid_epoch(synthetic_set):
+    entries = read_manifest(synthetic_set)
+    planner = ClipPlanner(GRID, ClipSampling(token_budget=300, random_size=True))
+    sampler = ShapeBucketSampler(entries, planner, 3, shuffle=True, seed=2, randomise=True)
+    ids = lambda batches: [[r.index for r in batch] for batch in batches]
+    plans = {epoch: ids(sampler.plan(epoch)) for epoch in range(6)}
+    assert len({len(p) for p in plans.values()}) > 1, "random sizes should pack into different batch counts"
+    epoch = [0]
+    sampler.epoch_source = lambda: epoch[0]  # what the data module wires to trainer.current_epoch
+    for epoch[0] in range(6):
+        got = ids(list(sampler))
+        assert len(got) == len(sampler) == len(plans[0])
+        n = min(len(got), len(plans[epoch[0]]))
+        assert got[:n] == plans[epoch[0]][:n]  # its own plan, cut or wrapped to epoch 0's length
+        assert got[n:] == plans[epoch[0]][: len(got) - n]
+    # A resume continues where the killed run stopped, once; a finished epoch continues as the next one.
+    epoch[0] = 3
+    full = ids(list(sampler))
+    sampler.resume_at(3, 2)
+    assert ids(list(sampler)) == full[2:] and ids(list(sampler)) == full
+    sampler.resume_at(3, len(full))
+    epoch[0] = 3  # Lightning still names the finished epoch when it draws the next one's first batch
+    next_epoch = ShapeBucketSampler(entries, planner, 3, shuffle=True, seed=2, randomise=True)
+    next_epoch.set_epoch(4)
+    assert ids(list(sampler)) == ids(list(next_epoch))
 
 
 def test_ranks_split_batches_without_overlap(synthetic_set):

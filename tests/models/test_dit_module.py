@@ -137,9 +137,8 @@ def test_ema_follows_the_weights_and_sampling_leaves_them_alone(autoencoder_ckpt
     history = []
     for step in range(2):
         module.training_step(batch, step).backward()
-        optimizer.step()
+        module.optimizer_step(0, step, optimizer)  # steps, then updates the EMA
         optimizer.zero_grad()
-        module.on_train_batch_end(None, batch, step)
         history.append({k: v.detach().clone() for k, v in module.backbone.named_parameters()})
     ema = dict(module.ema.module.named_parameters())
     for name, value in history[1].items():

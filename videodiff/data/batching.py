@@ -26,7 +26,8 @@ class _EpochPlanSampler(Sampler[list[SampleRequest]]):
 
     Random sizes change per epoch but every rank and every resume sees the same ones. With several ranks,
     each takes every ``num_replicas``-th batch; the batch list is padded by wrapping so all ranks run the
-    same number of steps.
+    same number of steps. ``resume_at`` makes the next pass over an epoch start after the batches a
+    killed run had already trained on, so a resumed run sees the rest of the epoch in the same order.
     """
 
     def __init__(
@@ -45,21 +46,56 @@ class _EpochPlanSampler(Sampler[list[SampleRequest]]):
         self.shuffle, self.seed, self.randomise = shuffle, seed, randomise
         self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
+        # Where the epoch comes from when iteration starts (the data module gives the trainer's). Lightning's
+        # set_epoch reaches a DataLoader's sampler and its batch_sampler.sampler, never the batch sampler
+        # itself, so without this every epoch would replay epoch 0's order and sizes.
+        self.epoch_source: Callable[[], int] | None = None
         self._cached: tuple[int, list[list[SampleRequest]]] | None = None
+        self._length: int | None = None
+        self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Make the next iteration continue ``epoch`` after this rank's first ``batches_done`` batches.
+
+        A finished epoch continues as the start of the next one. The next iteration is the resumed one
+        whatever ``epoch_source`` says: after a checkpoint taken on an epoch's last batch, Lightning's epoch
+        counter still names the finished epoch when it draws the first batch of the next.
+        """
+        if batches_done < 0:
+            raise ValueError(f"batches_done must be >= 0, got {batches_done}")
+        self.set_epoch(epoch)
+        if batches_done >= len(self):
+            epoch, batches_done = epoch + 1, 0
+        self.epoch, self._resume = epoch, (epoch, batches_done)
+
+    def plan(self, epoch: int) -> list[list[SampleRequest]]:
+        """Every sample of ``epoch`` once, grouped into batches (across ranks)."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.entries)) if self.shuffle else np.arange(len(self.entries))
+        plan_rng = rng if self.randomise or self.shuffle else None
+        requests = [self.planner.plan(int(i), self.entries[int(i)], plan_rng) for i in order]
+        batches = self.group(requests)
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
     def batches(self) -> list[list[SampleRequest]]:
-        """All batches of this epoch, across ranks (computed once per epoch: ``len()`` and ``iter()`` agree)."""
+        """This epoch's batches, across ranks (computed once per epoch: ``len()`` and ``iter()`` agree).
+
+        Every epoch has as many batches as epoch 0. Random sizes and shuffled packing give each epoch a
+        slightly different count, but Lightning fixes an epoch's length when it first sizes the loader (and
+        a resumed run's bookkeeping relies on it): a longer epoch leaves out its last batches (shuffled, so
+        a random few, seen again in other epochs), a shorter one repeats its first.
+        """
         if self._cached is None or self._cached[0] != self.epoch:
-            rng = np.random.default_rng([self.seed, self.epoch])
-            order = rng.permutation(len(self.entries)) if self.shuffle else np.arange(len(self.entries))
-            plan_rng = rng if self.randomise or self.shuffle else None
-            requests = [self.planner.plan(int(i), self.entries[int(i)], plan_rng) for i in order]
-            batches = self.group(requests)
-            if self.shuffle:
-                batches = [batches[i] for i in rng.permutation(len(batches))]
+            if self._length is None:
+                self._length = len(self.plan(0))
+            batches = self.plan(self.epoch)
+            if batches and len(batches) != self._length:
+                batches = (batches * (self._length // len(batches) + 1))[: self._length]
             self._cached = (self.epoch, batches)
         return self._cached[1]
 
@@ -67,11 +103,18 @@ class _EpochPlanSampler(Sampler[list[SampleRequest]]):
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[list[SampleRequest]]:
+        if self._resume is not None:
+            self.epoch = self._resume[0]
+        elif self.epoch_source is not None:
+            self.epoch = self.epoch_source()
         batches = self.batches()
         if self.num_replicas > 1 and batches:
             total = -(-len(batches) // self.num_replicas) * self.num_replicas
             batches = (batches * (total // len(batches) + 1))[:total]
             batches = batches[self.rank :: self.num_replicas]
+        if self._resume is not None:
+            batches = batches[self._resume[1] :]
+        self._resume = None
         return iter(batches)
 
     def __len__(self) -> int:

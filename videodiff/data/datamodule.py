@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,8 @@ class VideoDataModule(LightningDataModule):
         self.skipped: dict[str, str] = {}
         self.train_entries: list[ManifestEntry] = []
         self.val_entries: list[ManifestEntry] = []
+        # (epoch, training batches of it delivered to the model): the training loader's checkpoint state.
+        self.position: tuple[int, int] = (0, 0)
 
     @property
     def num_skipped(self) -> int:
@@ -214,7 +217,7 @@ class VideoDataModule(LightningDataModule):
             return LatentDataset(entries)
         return VideoDataset(entries, self.planner(), num_threads=self.decode_threads)
 
-    def _loader(self, entries: list[ManifestEntry], train: bool) -> DataLoader:
+    def _loader(self, entries: list[ManifestEntry], train: bool, resumable: bool = False) -> DataLoader:
         trainer = self.trainer
         sampler = self.batching.sampler(
             entries,
@@ -224,7 +227,10 @@ class VideoDataModule(LightningDataModule):
             num_replicas=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,
         )
-        return DataLoader(
+        loader_class = DataLoader
+        if resumable:
+            loader_class, self._train_sampler = partial(ResumableLoader, self), sampler
+        return loader_class(
             self.dataset(entries),
             batch_sampler=sampler,
             collate_fn=self.batching.latent_collate_fn() if self.latents is not None else self.batching.collate_fn,
@@ -233,7 +239,17 @@ class VideoDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_entries, train=True)
+        loader = self._loader(self.train_entries, train=True, resumable=True)
+        if self.trainer is not None:
+            # Each pass plans the trainer's current epoch (after a restore, the checkpoint's epoch).
+            loader.batch_sampler.epoch_source = lambda: self.trainer.current_epoch
+            self.position = (self.trainer.current_epoch, 0)
+        return loader
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """Continue ``epoch`` after its first ``batches_done`` batches (called by the loader on restore)."""
+        self.position = (epoch, batches_done)
+        self._train_sampler.resume_at(epoch, batches_done)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_entries, train=False)
@@ -246,4 +262,32 @@ class VideoDataModule(LightningDataModule):
         # type (same-shape, video list, packed latents) reports its skipped samples as ``skipped``.
         for path, reason in getattr(batch, "skipped", ()):
             self.record_skipped(path, reason)
+        trainer = self.trainer
+        if trainer is not None and trainer.training:
+            # Counted when the batch reaches the model, not when the loader yields it: Lightning and the
+            # loader's workers fetch ahead, and a batch fetched but never trained on must be seen again.
+            epoch = trainer.current_epoch
+            done = self.position[1] + 1 if self.position[0] == epoch else 1
+            self.position = (epoch, done)
         return batch
+
+
+class ResumableLoader(DataLoader):
+    """The training DataLoader. Lightning keeps its ``state_dict`` in checkpoints and hands it back on resume
+    before the first batch is drawn, so a run killed mid-epoch continues that epoch where it stopped.
+
+    The position is counted by the data module as batches reach the model (``on_before_batch_transfer``), not
+    as this loader yields them: workers and Lightning fetch ahead, and a batch fetched but never trained on
+    must come again after a resume.
+    """
+
+    def __init__(self, datamodule: VideoDataModule, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.datamodule = datamodule
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, done = self.datamodule.position
+        return {"epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.datamodule.resume(int(state_dict["epoch"]), int(state_dict["batches_done"]))

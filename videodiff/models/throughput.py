@@ -7,7 +7,7 @@ from typing import Any
 
 
 class StepThroughput:
-    """Mixin for a LightningModule: logs ``train/<throughput_unit>_per_s`` for each training step.
+    """Mixin for a LightningModule (before ``LightningModule`` in the bases): logs ``train/<unit>_per_s``.
 
     ``training_step`` sets ``self.step_work`` to what the step processed (real tokens, pixels); the time runs
     from batch start to batch end, so it covers forward, backward and the optimizer step, not data loading.
@@ -19,8 +19,10 @@ class StepThroughput:
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_start = time.perf_counter()
         self.step_work = 0
+        super().on_train_batch_start(batch, batch_idx)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         seconds = time.perf_counter() - getattr(self, "_step_start", time.perf_counter())
         if seconds > 0 and self.step_work:
             self.log(f"train/{self.throughput_unit}_per_s", self.step_work / seconds, batch_size=1)
+        super().on_train_batch_end(outputs, batch, batch_idx)

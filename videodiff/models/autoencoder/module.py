@@ -18,6 +18,7 @@ from videodiff.models.autoencoder.losses import (
 )
 from videodiff.models.autoencoder.model import VideoAutoencoder
 from videodiff.models.checkpoints import read_checkpoint
+from videodiff.models.fault_tolerance import FaultTolerantSteps, NonFinitePolicy
 from videodiff.models.throughput import StepThroughput
 
 
@@ -33,7 +34,7 @@ def reconstruction_quality(video: torch.Tensor, recon: torch.Tensor) -> dict[str
     }
 
 
-class AutoencoderModule(StepThroughput, LightningModule):
+class AutoencoderModule(FaultTolerantSteps, StepThroughput, LightningModule):
     """Reconstruction (L1 or L2) + KL training of a ``VideoAutoencoder``.
 
     The loss is ``mean |x - x̂|`` (or squared) + ``kl_weight`` x KL per latent element, so the weight means
@@ -54,6 +55,8 @@ class AutoencoderModule(StepThroughput, LightningModule):
         discriminator_start: the step from which the adversarial terms are on.
         adversarial_weight: weight of the generator's adversarial loss.
         gradient_clip: gradient-norm clipping of both optimisers in the adversarial (manual) mode.
+        on_nonfinite: a step whose loss is NaN/inf is skipped and counted (``skip``), or ends the run
+            (``stop``); see ``FaultTolerantSteps``.
 
     In the adversarial mode Lightning counts both optimisers' steps, so ``trainer.max_steps`` and
     ``discriminator_start`` are in optimiser steps: two per batch.
@@ -75,8 +78,11 @@ class AutoencoderModule(StepThroughput, LightningModule):
         discriminator_start: int = 2000,
         adversarial_weight: float = 0.1,
         gradient_clip: float | None = 1.0,
+        on_nonfinite: NonFinitePolicy = "skip",
     ):
         super().__init__()
+        self.check_nonfinite_policy(on_nonfinite)
+        self.on_nonfinite = on_nonfinite
         if reconstruction not in ("l1", "l2"):
             raise ValueError(f"reconstruction must be 'l1' or 'l2', got {reconstruction!r}")
         self.save_hyperparameters(ignore=["autoencoder", "discriminator"])
@@ -123,9 +129,9 @@ class AutoencoderModule(StepThroughput, LightningModule):
         self.step_work = batch.video[:, 0].numel()  # pixels (frames x height x width) of the batch
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch), prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=len(batch))
-        return losses["loss"]
+        return self.guard_loss(losses["loss"])
 
-    def _adversarial_step(self, batch: VideoBatch) -> torch.Tensor:
+    def _adversarial_step(self, batch: VideoBatch) -> torch.Tensor | None:
         """Manual optimisation: the autoencoder step, then (once on) the discriminator step."""
         ae_opt, disc_opt = self.optimizers()
         schedulers = self.lr_schedulers()
@@ -134,6 +140,8 @@ class AutoencoderModule(StepThroughput, LightningModule):
         if adversarial:
             losses["g_adv"] = generator_adversarial_loss(self.discriminator(recon))
             losses["loss"] = losses["loss"] + self.hparams.adversarial_weight * losses["g_adv"]
+        if self.guard_loss(losses["loss"]) is None:
+            return None  # neither optimiser steps, so the two step counts stay equal
         ae_opt.zero_grad()
         self.manual_backward(losses["loss"])
         self.clip_gradients(ae_opt, gradient_clip_val=self.hparams.gradient_clip, gradient_clip_algorithm="norm")

@@ -21,6 +21,7 @@ from videodiff.models.autoencoder.model import VideoAutoencoder
 from videodiff.models.autoencoder.module import AutoencoderModule
 from videodiff.models.checkpoints import read_checkpoint
 from videodiff.models.dit.model import DiT
+from videodiff.models.fault_tolerance import FaultTolerantSteps, NonFinitePolicy
 from videodiff.models.text import CaptionCache, CaptionClasses, TextEncoder, build_text_encoder
 from videodiff.models.throughput import StepThroughput
 from videodiff.packing.pack import PackedBatch, TokenDropping, pack, unpack_videos
@@ -32,7 +33,7 @@ BackboneFactory = Callable[[int, int | None, int | None, bool], DiT]
 Size = tuple[int, int, int]  # (frames, height, width) in pixels
 
 
-class DiTModule(StepThroughput, LightningModule):
+class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
     """Trains a DiT on packed latent tokens: per-video timesteps, loss on real kept tokens, caption dropout.
 
     Batches are ``VideoListBatch`` es from ``PackedRows``: pixels (encoded here by the frozen autoencoder) or
@@ -52,6 +53,8 @@ class DiTModule(StepThroughput, LightningModule):
         ema_decay: decay of the EMA network used for validation and sampling (None: no EMA).
         caption_cache: a folder for frozen-encoder outputs on disk (memory only when None).
         latent_scale: with a network as ``autoencoder``, the scale its latents are multiplied by.
+        on_nonfinite: a step whose loss is NaN/inf is skipped and counted (``skip``), or ends the run
+            (``stop``); see ``FaultTolerantSteps``.
     """
 
     throughput_unit = "tokens"
@@ -72,8 +75,11 @@ class DiTModule(StepThroughput, LightningModule):
         ema_decay: float | None = 0.9999,
         caption_cache: str | None = None,
         latent_scale: float = 1.0,
+        on_nonfinite: NonFinitePolicy = "skip",
     ):
         super().__init__()
+        self.check_nonfinite_policy(on_nonfinite)
+        self.on_nonfinite = on_nonfinite
         if not 0.0 <= caption_dropout < 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1), got {caption_dropout}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
@@ -238,12 +244,15 @@ class DiTModule(StepThroughput, LightningModule):
         self.log("train/padding", packed.padding_fraction(), batch_size=len(batch))
         if self._trainer is not None:
             self.log("train/lr", self._trainer.optimizers[0].param_groups[0]["lr"], batch_size=len(batch))
-        return losses["loss"]
+        return self.guard_loss(losses["loss"])
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.ema is not None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here and not in on_train_batch_end: Lightning runs the callbacks' on_train_batch_end (ModelCheckpoint's
+        # save) before the module's, so a checkpoint written there would lack this step's EMA update and a
+        # resumed run would drift from an uninterrupted one.
+        if self.ema is not None and not self.step_skipped:
             self.ema.update_parameters(self.backbone)
-        super().on_train_batch_end(outputs, batch, batch_idx)
 
     @property
     def eval_network(self) -> DiT:
