@@ -1,10 +1,13 @@
-"""Test-only LightningModules for exercising the CLI and the data module before the real models exist."""
+"""Test-only modules and callbacks: small models for the CLI and the data module, recorders for DDP runs."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
 from torch import nn
 
 from videodiff.data.datasets import VideoBatch
@@ -66,3 +69,15 @@ def make_dit_module(autoencoder_ckpt: str, **kwargs):
     backbone = functools.partial(DiT, patch_size=(1, 2, 2), size="tiny", hidden_size=32, depth=2, num_heads=2)
     options = dict(text_encoder=WordTextEncoder(dim=16), labels=CaptionClasses(["circle", "square", "triangle"]))
     return DiTModule(backbone, autoencoder_ckpt, **{**options, **kwargs})
+
+
+class RecordBatches(Callback):
+    """Appends, per rank, each training batch's sample indices to ``<out>/rank<r>.jsonl`` (DDP tests read them)."""
+
+    def __init__(self, out: str):
+        self.out = out
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        record = {"epoch": trainer.current_epoch, "step": trainer.global_step, "indices": batch.indices.tolist()}
+        with open(Path(self.out) / f"rank{trainer.global_rank}.jsonl", "a") as file:
+            file.write(json.dumps(record) + "\n")

@@ -31,6 +31,17 @@ DEFAULT_LOGGER = {
 }
 
 
+TRAINER_DEFAULTS = {
+    "logger": DEFAULT_LOGGER,
+    "default_root_dir": "runs",
+    # Checkpoints go through a writer that never loses the last good one (temp file + rename; refuses NaN).
+    "plugins": [{"class_path": "videodiff.models.checkpoints.SafeCheckpointIO"}],
+    # The batch samplers shard themselves across ranks (by sample, from (seed, epoch)); Lightning's
+    # DistributedSampler injection cannot wrap a batch sampler and would fail under DDP.
+    "use_distributed_sampler": False,
+}
+
+
 class SaveAndLogConfig(SaveConfigCallback):
     """Saves the resolved config beside the run (Lightning's behaviour) and sends it to every logger."""
 
@@ -44,7 +55,7 @@ class VideoDiffCLI(LightningCLI):
     """LightningCLI in subclass mode: ``model`` and ``data`` are any LightningModule / LightningDataModule."""
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs):
-        kwargs.setdefault("trainer_defaults", {"logger": DEFAULT_LOGGER, "default_root_dir": "runs"})
+        kwargs.setdefault("trainer_defaults", TRAINER_DEFAULTS)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("save_config_callback", SaveAndLogConfig)
         super().__init__(

@@ -69,6 +69,9 @@ def test_scan_exit_codes(tmp_path):
     assert videodiff("data", "scan", str(tmp_path / "none.jsonl")).returncode == 1
 
 
+NEEDS_CUDA = {"fsdp.yaml"}
+
+
 def _print_config(capsys, *args: str) -> dict:
     with pytest.raises(SystemExit) as info:
         VideoDiffCLI(args=["fit", *args, "--print_config"])
@@ -98,6 +101,8 @@ def test_every_config_parses_instantiates_and_round_trips(tmp_path, capsys, conf
     printed = _print_config(capsys, *args)
     (tmp_path / "printed.yaml").write_text(yaml.safe_dump(printed))
     assert _print_config(capsys, "--config", str(tmp_path / "printed.yaml")) == printed
+    if config.name in NEEDS_CUDA:
+        return  # Lightning refuses the strategy without CUDA; test_distributed instantiates it alone
     cli = VideoDiffCLI(args=args, run=False)  # run=False: no subcommand, classes instantiated
     assert cli.datamodule is not None and cli.model is not None and cli.trainer is not None
 

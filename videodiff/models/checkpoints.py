@@ -1,12 +1,15 @@
-"""Reading Lightning checkpoints back into modules without the run's config."""
+"""Writing Lightning checkpoints safely, and reading them back into modules without the run's config."""
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +44,63 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     hparams = {k: v for k, v in dict(checkpoint.get("hyper_parameters", {})).items() if not k.startswith("_")}
     return hparams, checkpoint["state_dict"]
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the file that was at its path (if any) is unchanged."""
+
+
+def nonfinite_tensors(state_dict: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``state_dict`` holding a NaN or an infinity."""
+    return [
+        name
+        for name, value in state_dict.items()
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """The trainer's checkpoint writer (the CLI's default plugin): a crash, a full disk or broken weights never
+    cost the last good checkpoint.
+
+    - Weights with NaN/inf are refused before anything is written: a diverged run must not overwrite, or
+      rotate away, the checkpoint a user would go back to.
+    - Local files are written to a temporary file in the same directory, flushed to disk, then renamed over
+      the target (atomic on POSIX). Lightning's own writer stages in the system temp directory, which may be
+      a small tmpfs or another filesystem, where the final move is a copy and not atomic.
+    - A write that fails (no space, no permission) removes its temporary file and raises one line naming
+      the path and the reason. Remote paths (``s3://``...) go through Lightning's fsspec writer.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        bad = nonfinite_tensors(checkpoint.get("state_dict", {}))
+        if bad:
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise CheckpointWriteError(
+                f"not writing checkpoint {path}: non-finite weights ({shown}) at global step "
+                f"{checkpoint.get('global_step', '?')}; the last good checkpoint is kept"
+            )
+        if "://" in str(path) and not str(path).startswith("file://"):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options for local files")
+        target = Path(str(path).removeprefix("file://"))
+        temporary = None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            with os.fdopen(handle, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, target)
+            temporary = None
+        except OSError as e:
+            kept = "the previous checkpoint there is unchanged" if target.exists() else "nothing was written"
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {target}: {e.strerror or e}; {kept}. Free space or choose another "
+                "directory (--trainer.default_root_dir)"
+            ) from e
+        finally:
+            if temporary is not None:
+                Path(temporary).unlink(missing_ok=True)

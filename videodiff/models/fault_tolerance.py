@@ -58,15 +58,20 @@ class FaultTolerantSteps:
         torch.manual_seed(step_seed(self._run_seed, self.global_rank, self.global_step, batch_idx))
         super().on_train_batch_start(batch, batch_idx)
 
-    def guard_loss(self, loss: torch.Tensor) -> torch.Tensor | None:
-        """``loss`` if it is finite on every rank, else None (the step is skipped and counted)."""
-        finite = bool(torch.isfinite(loss.detach()).all())
+    def guard_loss(self, loss: torch.Tensor | None) -> torch.Tensor | None:
+        """``loss`` if every rank has a finite one, else None: the step is skipped on every rank together.
+
+        ``loss`` is None for a batch whose samples were all unreadable. Every training step calls this exactly
+        once, so ranks take the same decision; DDP hangs if one rank skips backward while another runs it.
+        """
+        finite = loss is None or bool(torch.isfinite(loss.detach()).all())
+        present = loss is not None
         if self._trainer is not None:
-            # Every rank must agree: DDP hangs if one rank skips backward while another runs it.
-            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        self.step_skipped = not finite
+            strategy = self.trainer.strategy
+            finite, present = strategy.reduce_boolean_decision(finite), strategy.reduce_boolean_decision(present)
+        self.step_skipped = not (finite and present)
         if finite:
-            return loss
+            return loss if present else None
         self.nonfinite_steps += 1
         self.log("train/nonfinite_steps", float(self.nonfinite_steps), batch_size=1)
         action = "stopping the run (on_nonfinite=stop)" if self.on_nonfinite == "stop" else "step skipped"

@@ -122,7 +122,7 @@ class AutoencoderModule(FaultTolerantSteps, StepThroughput, LightningModule):
 
     def training_step(self, batch: VideoBatch, batch_idx: int) -> torch.Tensor | None:
         if len(batch) == 0:  # every sample of the batch was unreadable (counted by the data module)
-            return None
+            return self.guard_loss(None)
         if self.discriminator is not None:
             return self._adversarial_step(batch)
         losses, _, _ = self._losses(batch.video, sample=True)
@@ -173,16 +173,19 @@ class AutoencoderModule(FaultTolerantSteps, StepThroughput, LightningModule):
         }
         self.log_dict(metrics, batch_size=len(batch), sync_dist=True)
         self._latent_moments.append(torch.stack([latents.sum(), latents.pow(2).sum(), torch.tensor(latents.numel())]))
-        if batch_idx == 0 and self.hparams.write_reconstructions and not self.trainer.sanity_checking:
+        writes = self.hparams.write_reconstructions and not self.trainer.sanity_checking and self.trainer.is_global_zero
+        if batch_idx == 0 and writes:
             self._write_reconstructions(batch.video, recon)
 
     def on_validation_epoch_end(self) -> None:
         if not self._latent_moments or self.trainer.sanity_checking:
             self._latent_moments.clear()
             return
-        total, squares, count = torch.stack(self._latent_moments).sum(0)
+        # Summed over ranks, so every rank (and the checkpoint) holds the scale of the whole validation set.
+        moments = torch.stack(self._latent_moments).sum(0).double()
+        total, squares, count = self.trainer.strategy.reduce(moments, reduce_op="sum")
         self._latent_moments.clear()
-        std = torch.sqrt(squares / count - (total / count) ** 2)
+        std = torch.sqrt(squares / count - (total / count) ** 2).float()
         self.latent_scale.fill_(float(1.0 / std.clamp_min(1e-6)))
         self.log("val/latent_std", std, sync_dist=True)
 

@@ -235,7 +235,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
 
     def training_step(self, batch: VideoListBatch, batch_idx: int) -> torch.Tensor | None:
         if len(batch) == 0:  # every sample of the batch was unreadable (counted by the data module)
-            return None
+            return self.guard_loss(None)
         packed = self.pack_batch(batch, train=True)
         drop = torch.rand(len(batch)) < self.hparams.caption_dropout
         losses = self._losses(self.backbone, packed, self.condition(batch.captions, drop))
