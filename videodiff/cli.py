@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 # Lightning 2.6 calls jsonargparse APIs that jsonargparse 4.49+ deprecates: warnings a user can do nothing
 # about. Set before jsonargparse is imported; an explicit setting in the environment wins.
@@ -19,7 +21,9 @@ os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
 
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from videodiff.errors import ConfigError
 
 TRAINER_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -42,13 +46,38 @@ TRAINER_DEFAULTS = {
 }
 
 
+class ConciseErrors(LightningArgumentParser):
+    """Parse errors without the hundred-line usage dump; a bad choice (a ``Literal``) becomes one line.
+
+    jsonargparse reports a wrong value deep in a config as the tree of every type it tried; the user needs
+    the key, the allowed values and what was given.
+    """
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)
+        choice = re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: ([^.\s]+)", message)
+        top = re.match(r'Parser key "([^"]+)"', message)
+        nested = re.search(r"NestedArg\(key='([^']+)'", message)
+        if choice and top:
+            key = f"{top.group(1)}.init_args.{nested.group(1)}" if nested else top.group(1)
+            message = f"{key}: expected one of {choice.group(1)}, got {choice.group(2)!r}"
+        sys.stderr.write(f"error: {message}\n(`videodiff fit --help` lists every option)\n")
+        sys.exit(2)
+
+
 class SaveAndLogConfig(SaveConfigCallback):
-    """Saves the resolved config beside the run (Lightning's behaviour) and sends it to every logger."""
+    """Saves the resolved config beside the run (Lightning's behaviour), sends it to every logger and writes it
+    into every checkpoint (``checkpoint["videodiff_config"]``, YAML)."""
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
             logger.log_hyperparams({"config": config})
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        # Every checkpoint carries the run's resolved config: what produced it stays known without the log dir.
+        checkpoint["videodiff_config"] = self.parser.dump(self.config, skip_none=False)
 
 
 class VideoDiffCLI(LightningCLI):
@@ -64,6 +93,7 @@ class VideoDiffCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             parser_kwargs={"parser_mode": "omegaconf+"},
+            parser_class=ConciseErrors,
             args=list(args) if args is not None else None,
             run=run,
             **kwargs,
@@ -120,7 +150,16 @@ def main(args: Sequence[str] | None = None) -> int:
         print(USAGE.format(commands=lines))
         return 0 if argv else 2
     # Lightning warns when given args while sys.argv also has some: pass None when they are sys.argv's.
-    VideoDiffCLI(args=None if args is None else argv)
+    try:
+        VideoDiffCLI(args=None if args is None else argv)
+    except Exception as error:  # a ConfigError anywhere in the chain (jsonargparse wraps the ones it instantiates)
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,3 +1,6 @@
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from videodiff.data import ClipSampling, LatentGrid, ShapeBuckets, SyntheticData, VideoDataModule
@@ -234,3 +237,57 @@ def test_grid_comes_from_the_model_and_a_stated_grid_must_agree(synthetic_set):
         VideoDataModule(manifest=str(synthetic_set), grid=LatentGrid(2, 8, (1, 2, 2))).link_grid(model_grid)
     with pytest.raises(ValueError, match="disagrees with the model's"):
         VideoDataModule(manifest=str(synthetic_set), grid=LatentGrid(2, 4, (1, 1, 1))).link_grid(model_grid)
+
+
+def _audio_only(path):
+    """An mp4 with no video stream: what a codec or stream the decoder cannot use looks like to it."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for i in range(4):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_every_kind_of_bad_file_is_skipped_mid_epoch_counted_and_reported(tmp_path, clip_manifest, num_workers):
+    from videodiff.data.decoding import write_image
+
+    manifest, arrays = clip_manifest
+    good = read_manifest(manifest)
+    first = good[0]
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(Path(first.path).read_bytes()[: Path(first.path).stat().st_size // 3])
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "garbage.mp4").write_bytes(bytes(range(256)) * 16)
+    _audio_only(tmp_path / "audio.mp4")
+    odd = write_image(tmp_path / "odd.png", np.full((17, 33, 3), 200, np.uint8))  # odd sizes are fine
+    meta = dict(frames=9, fps=12.0, height=16, width=24)  # metadata given: nothing is probed at setup
+    bad = ["truncated.mp4", "empty.mp4", "garbage.mp4", "audio.mp4", "missing.mp4"]
+    entries = good + [ManifestEntry(str(tmp_path / name), "", **meta) for name in bad]
+    entries.append(ManifestEntry(str(odd), "word " * 300, frames=1, height=17, width=33))
+    write_manifest(entries, tmp_path / "bad.jsonl")
+    dm = VideoDataModule(
+        manifest=str(tmp_path / "bad.jsonl"),
+        grid=LatentGrid(),
+        val_fraction=0.0,
+        sampling=ClipSampling(token_budget=10**6),
+        batching=ShapeBuckets(2),
+        num_workers=num_workers,
+    )
+    dm.setup("fit")
+    assert dm.num_skipped == 0  # found only while loading, mid-epoch
+    with pytest.warns(UserWarning) as warned:
+        seen, shapes = _epoch(dm, dm.train_dataloader())
+    assert len(seen) == len(good) + 1  # every good file and the odd-sized image, the epoch completes
+    assert sorted(Path(p).name for p in dm.skipped) == sorted(bad)
+    reasons = {Path(p).name: r for p, r in dm.skipped.items()}
+    assert reasons["empty.mp4"] == "empty file (0 bytes)" and reasons["missing.mp4"] == "file not found"
+    assert "video stream" in reasons["audio.mp4"]
+    assert sorted(Path(str(w.message).split()[3].rstrip(":")).name for w in warned) == sorted(bad)

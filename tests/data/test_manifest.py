@@ -50,7 +50,8 @@ def test_empty_manifest_reads_as_no_entries(tmp_path):
         ('{"path": "a.mp4", "caption": 3}', "field 'caption' must be a string"),
         ('{"path": "a.mp4", "caption": "x", "frames": "many"}', "field 'frames' must be a positive integer"),
         ('{"path": "a.mp4", "caption": "x", "frames": 0}', "field 'frames' must be a positive integer"),
-        ('{"path": "a.mp4", "caption": "x", "fps": -2}', "field 'fps' must be a positive number"),
+        ('{"path": "a.mp4", "caption": "x", "fps": -2}', "field 'fps' must be a positive finite number"),
+        ('{"path": "a.mp4", "caption": "x", "fps": "inf"}', "field 'fps' must be a positive finite number"),
         ('["a.mp4", "x"]', "expected an object"),
     ],
 )

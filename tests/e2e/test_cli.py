@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from videodiff.cli import VideoDiffCLI, main
@@ -142,6 +143,7 @@ def test_fit_runs_and_saves_its_resolved_config(tmp_path):
             "--data.init_args.synthetic.num=12",
             "--data.init_args.seed=3",
             f"--trainer.default_root_dir={run_dir}",
+            "--trainer.enable_checkpointing=true",
         ]
     )
     (saved,) = run_dir.rglob("config.yaml")
@@ -151,6 +153,9 @@ def test_fit_runs_and_saves_its_resolved_config(tmp_path):
     assert "train/loss" in metrics.read_text().splitlines()[0]
     (hparams,) = run_dir.rglob("hparams.yaml")  # the resolved config also went to the logger
     assert yaml.safe_load(hparams.read_text())["config"]["data"]["init_args"]["synthetic"]["seed"] == 3
+    (checkpoint,) = run_dir.rglob("*.ckpt")  # and into the checkpoint itself
+    in_checkpoint = yaml.safe_load(torch.load(checkpoint, weights_only=False)["videodiff_config"])
+    assert in_checkpoint == config
 
 
 def test_default_logger_is_offline_wandb(tmp_path):

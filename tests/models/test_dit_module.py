@@ -7,6 +7,7 @@ from videodiff.data import ClipSampling, PackedRows, VideoDataModule
 from videodiff.data.datasets import VideoListBatch
 from videodiff.data.sizing import SizingError
 from videodiff.diffusion import classifier_free_guidance
+from videodiff.errors import ConfigError
 from videodiff.models.dit.module import DiTModule
 from videodiff.packing.pack import pack
 
@@ -178,7 +179,7 @@ def test_fit_checkpoint_round_trip_from_the_checkpoint_alone(tmp_path, synthetic
     assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
     with pytest.raises(ValueError, match="an autoencoder checkpoint"):
         DiTModule.from_checkpoint(autoencoder_ckpt)
-    with pytest.raises(FileNotFoundError, match="model.init_args.autoencoder"):
+    with pytest.raises(ConfigError, match="model.init_args.autoencoder"):
         make_module(str(tmp_path / "missing.ckpt"))
 
 

@@ -75,3 +75,19 @@ def test_caption_classes_take_the_first_named_class():
     assert classes([scene, "a green triangle growing on a navy background"]).tolist() == [1, 2]
     with pytest.raises(ValueError, match="names none of the classes"):
         classes(["a red hexagon"])
+    # Dataset captions: a caption naming no class trains as unconditional (the null label), with a warning.
+    with pytest.warns(UserWarning, match="'a red hexagon' names none of the classes; trained as unconditional"):
+        assert classes(["a red hexagon", scene], unknown_as_null=True).tolist() == [3, 1]
+
+
+@pytest.mark.parametrize("make", [lambda: WordTextEncoder(dim=16, layers=1, max_length=8), MiniLMTextEncoder])
+def test_empty_and_overlong_captions(make, recwarn):
+    encoder = make()
+    long = " ".join(["red circle"] * 60)
+    with pytest.warns(UserWarning, match=r"a caption of \d+ (words|tokens) was truncated to the encoder's limit"):
+        states = encoder(["", long])
+    assert states[0].shape[0] >= 1 and states[1].shape[0] == encoder.max_length
+    encoder(["", long])  # warned once per encoder, not per batch
+    assert sum("truncated" in str(w.message) for w in recwarn) == 0
+    if isinstance(encoder, WordTextEncoder):
+        assert encoder.unknown_words == set()  # an empty caption is not an unknown word

@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from videodiff.callbacks.video_logging import log_videos, run_directory
 from videodiff.data.sizing import parse_size
+from videodiff.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,13 @@ class SampleVideos(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not callable(getattr(pl_module, "sample_videos", None)):
             raise TypeError(f"SampleVideos needs a module with sample_videos(); {type(pl_module).__name__} has none")
+        # Checked now, not at the first sampling step: a bad size must not cost a training run.
+        check = getattr(pl_module, "check_size", None)
+        for size in self.sizes if callable(check) else ():
+            try:
+                check(size)
+            except ValueError as e:
+                raise ConfigError(f"SampleVideos sizes (trainer.callbacks): {e}") from None
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         step = trainer.global_step

@@ -22,6 +22,7 @@ from videodiff.data.datasets import ClipPlanner, ClipSampling, VideoDataset
 from videodiff.data.latents import LatentDataset, LatentPlanner, read_latent_cache
 from videodiff.data.manifest import ManifestEntry, read_manifest
 from videodiff.data.sizing import LatentGrid
+from videodiff.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,12 @@ class VideoDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         model = self.trainer.lightning_module if self.trainer is not None else None
         self.link_grid(getattr(model, "latent_grid", None))
+        max_tokens = getattr(self.batching, "max_tokens", None)
+        if self.latents is None and max_tokens is not None and self.sampling.token_budget > max_tokens:
+            raise ConfigError(
+                f"data.init_args.sampling.token_budget={self.sampling.token_budget} is more than a packed row holds "
+                f"(data.init_args.batching.init_args.max_tokens={max_tokens}); make token_budget <= max_tokens"
+            )
         if self.train_entries or self.val_entries:
             return
         if self.latents is not None:
@@ -175,7 +182,7 @@ class VideoDataModule(LightningDataModule):
         strides = lambda g: (g.temporal_compression, g.spatial_compression, g.causal)
         patch_given = tuple(theirs.patch_size) != (1, 1, 1)
         if strides(ours) != strides(theirs) or (patch_given and tuple(ours.patch_size) != tuple(theirs.patch_size)):
-            raise ValueError(
+            raise ConfigError(
                 f"data.init_args.grid {ours} disagrees with the model's {theirs}; remove 'grid' from the data "
                 "config (the model states it)"
             )
@@ -208,7 +215,7 @@ class VideoDataModule(LightningDataModule):
 
     def planner(self) -> ClipPlanner | LatentPlanner:
         if self.grid is None:
-            raise ValueError(
+            raise ConfigError(
                 "data.init_args.grid is not set and no model gives one: train through `videodiff fit` with a "
                 "model, or state the grid (temporal_compression, spatial_compression, patch_size)"
             )

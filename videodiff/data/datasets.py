@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from videodiff.data import decoding, transforms
 from videodiff.data.manifest import ManifestEntry
 from videodiff.data.sizing import LatentGrid, SizePlan, plan_size
+from videodiff.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class ClipSampling:
     def __post_init__(self) -> None:
         if self.target_fps is not None and self.frame_stride is not None:
             raise ValueError("ClipSampling: give target_fps or frame_stride, not both")
+        if self.token_budget < 1:
+            raise ConfigError(f"data.init_args.sampling.token_budget must be >= 1 token, got {self.token_budget}")
         for name in ("scale_range", "duration_range"):
             low, high = getattr(self, name)
             if not 0 < low <= high <= 1:

@@ -128,7 +128,10 @@ def _get_padded_frames(reader: decord.VideoReader, indices: Sequence[int]) -> np
         return None
     out = np.empty((len(indices), height, width, 3), np.uint8)
     for k, i in enumerate(indices):
-        padded = reader[int(i)].asnumpy().reshape(height, width * channels)
+        try:
+            padded = reader[int(i)].asnumpy().reshape(height, width * channels)
+        except Exception:  # a frame that does not decode: the caller reports the file as unreadable
+            return None
         out[k] = padded[:, : 3 * width].reshape(height, width, 3)
     return out
 
@@ -175,12 +178,17 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int] | None = None, n
             raise VideoReadError(path, f"an image has one frame, asked for indices {list(indices)[:8]}")
         return image
     reader = _open(path, num_threads)
-    if indices is None:
-        indices = range(len(reader))
-    bad = [i for i in indices if not 0 <= i < len(reader)]
-    if bad:
-        raise VideoReadError(path, f"frame index {bad[0]} out of range for {len(reader)} frames")
-    return _get_batch(reader, path, indices)
+    try:
+        if indices is None:
+            indices = range(len(reader))
+        bad = [i for i in indices if not 0 <= i < len(reader)]
+        if bad:
+            raise VideoReadError(path, f"frame index {bad[0]} out of range for {len(reader)} frames")
+        return _get_batch(reader, path, indices)
+    except VideoReadError:
+        raise
+    except Exception as e:  # whatever the decoder raises, a bad file is a VideoReadError: skipped, not a crash
+        raise VideoReadError(path, f"decoder error ({type(e).__name__}: {_first_line(e)})") from None
 
 
 def write_video(

@@ -77,8 +77,10 @@ class LatentDataset(Dataset):
         entry = self.entries[index]
         try:
             latent = torch.load(entry.path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as e:
+        except Exception as e:  # missing, truncated, not a torch file (UnpicklingError...): skipped, not a crash
             return SkippedSample(index, entry.path, f"cannot load latent ({type(e).__name__}: {e})")
+        if not isinstance(latent, torch.Tensor):
+            return SkippedSample(index, entry.path, f"holds a {type(latent).__name__}, not a latent tensor")
         expected = latent_shape(entry)
         if tuple(latent.shape[1:]) != expected:
             return SkippedSample(index, entry.path, f"latent has shape {tuple(latent.shape)}, manifest says {expected}")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from videodiff.errors import ConfigError
+
 _SIZE = re.compile(r"^(\d+)x(\d+)x(\d+)$")
 
 
@@ -25,7 +27,7 @@ def parse_size(text: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in match.groups())
 
 
-class SizingError(ValueError):
+class SizingError(ConfigError):
     """No size satisfies the constraints (e.g. the token budget is below one latent token)."""
 
 
@@ -83,7 +85,16 @@ class LatentGrid:
 
     def token_frames(self, frames: int) -> int:
         """Token positions along time; an image takes one (the packer pads its time patch)."""
-        return max(1, self.latent_frames(frames) // self.patch_size[0])
+        latent, pt = self.latent_frames(frames), self.patch_size[0]
+        if latent != 1 and latent % pt:
+            raise SizingError(f"{frames} frames make {latent} latent frames, not a multiple of the temporal patch {pt}")
+        return max(1, latent // pt)
+
+    def valid_frame_counts(self, count: int = 4) -> list[int]:
+        """The first ``count`` frame counts above one that this grid accepts (for error messages)."""
+        return [
+            n for n in range(2, 1 + 64 * self.temporal_compression * self.patch_size[0]) if self.is_valid_frames(n)
+        ][:count]
 
     def tokens(self, frames: int, height: int, width: int) -> int:
         sh, sw = self.spatial_stride

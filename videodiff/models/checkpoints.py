@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from videodiff.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -30,6 +32,19 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     return path
+
+
+def load_strict(module: torch.nn.Module, state_dict: dict, path: str | Path) -> None:
+    """``load_state_dict(strict=True)``, with an error that names the file and the keys that do not match."""
+    result = module.load_state_dict(state_dict, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        shown = lambda keys: ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+        parts = [f"missing keys: {shown(result.missing_keys)}"] if result.missing_keys else []
+        parts += [f"unexpected keys: {shown(result.unexpected_keys)}"] if result.unexpected_keys else []
+        raise ConfigError(
+            f"{path}: the weights do not match the {type(module).__name__} its hyperparameters describe; "
+            + "; ".join(parts)
+        )
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import re
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,6 +87,8 @@ class HFTextEncoder(TextEncoder):
         model = self.__dict__["model"]
         if next(model.parameters()).device != torch.device(device):
             model.to(device)
+        full = self.tokenizer(list(captions), truncation=False)["input_ids"]
+        warn_truncated(self, max(map(len, full), default=0), self.max_length, "tokens")
         tokens = self.tokenizer(
             list(captions), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(device)
@@ -158,9 +161,11 @@ class WordTextEncoder(TextEncoder):
     def forward(self, captions: Sequence[str], device: torch.device | str = "cpu") -> list[torch.Tensor]:
         ids = []
         for caption in captions:
-            tokens = words(caption)[: self.max_length] or ["<empty>"]
+            tokens = words(caption)
+            warn_truncated(self, len(tokens), self.max_length, "words")
+            tokens = tokens[: self.max_length]
             self.unknown_words.update(w for w in tokens if w not in self.index)
-            ids.append(torch.tensor([self.index.get(w, 0) for w in tokens], dtype=torch.long))
+            ids.append(torch.tensor([self.index.get(w, 0) for w in tokens] or [0], dtype=torch.long))  # "": <unk>
         lengths = [len(i) for i in ids]
         padded = nn.utils.rnn.pad_sequence(ids, batch_first=True).to(device)  # (B, n)
         x = self.embedding(padded) + self.positions[: padded.shape[1]]  # (B, n, dim)
@@ -214,6 +219,17 @@ class CaptionCache:
         return [self.memory[c].to(device) for c in captions]
 
 
+def warn_truncated(encoder: nn.Module, length: int, limit: int, unit: str) -> None:
+    """Warn (once per encoder) that captions longer than the encoder's limit lose their end."""
+    if length > limit and not getattr(encoder, "_warned_truncation", False):
+        encoder._warned_truncation = True
+        warnings.warn(
+            f"{type(encoder).__name__}: a caption of {length} {unit} was truncated to the encoder's limit of "
+            f"{limit} (max_length); longer captions lose their end",
+            stacklevel=3,
+        )
+
+
 class CaptionClasses:
     """Class labels from captions: the first class name a caption mentions (its first-named subject).
 
@@ -231,11 +247,16 @@ class CaptionClasses:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def __call__(self, captions: Sequence[str]) -> torch.Tensor:
+    def __call__(self, captions: Sequence[str], unknown_as_null: bool = False) -> torch.Tensor:
+        """Labels; a caption naming no class is an error, or (``unknown_as_null``: training data) the null class
+        ``num_classes`` with a warning, so one odd caption in a dataset does not end a run mid-epoch."""
         labels = []
         for caption in captions:
             found = next((self.index[w] for w in words(caption) if w in self.index), None)
             if found is None:
-                raise ValueError(f"caption {caption!r} names none of the classes {self.classes}")
+                if not unknown_as_null:
+                    raise ValueError(f"caption {caption!r} names none of the classes {self.classes}")
+                warnings.warn(f"caption {caption!r} names none of the classes; trained as unconditional", stacklevel=2)
+                found = self.num_classes
             labels.append(found)
         return torch.tensor(labels, dtype=torch.long)

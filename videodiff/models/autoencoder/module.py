@@ -11,13 +11,14 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from videodiff.data.datasets import VideoBatch
 from videodiff.data.sizing import LatentGrid
+from videodiff.errors import ConfigError
 from videodiff.models.autoencoder.losses import (
     PatchDiscriminator3D,
     generator_adversarial_loss,
     hinge_discriminator_loss,
 )
 from videodiff.models.autoencoder.model import VideoAutoencoder
-from videodiff.models.checkpoints import read_checkpoint
+from videodiff.models.checkpoints import load_strict, read_checkpoint
 from videodiff.models.fault_tolerance import FaultTolerantSteps, NonFinitePolicy
 from videodiff.models.throughput import StepThroughput
 
@@ -98,13 +99,18 @@ class AutoencoderModule(FaultTolerantSteps, StepThroughput, LightningModule):
     def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu") -> AutoencoderModule:
         """Rebuild the module from a checkpoint alone (strict: every key must match)."""
         hparams, state_dict = read_checkpoint(path, map_location)
-        if "autoencoder_config" not in hparams or "backbone_config" in hparams:
-            raise ValueError(f"{path}: not an AutoencoderModule checkpoint (no 'autoencoder_config' hyperparameter)")
+        if "backbone_config" in hparams:
+            raise ConfigError(
+                f"{path}: a DiT checkpoint, not an autoencoder checkpoint; give the autoencoder's checkpoint "
+                "(model.init_args.autoencoder)"
+            )
+        if "autoencoder_config" not in hparams:
+            raise ConfigError(f"{path}: not an AutoencoderModule checkpoint (no 'autoencoder_config' hyperparameter)")
         network = VideoAutoencoder(**hparams.pop("autoencoder_config"))
         disc_config = hparams.pop("discriminator_config", None)
         discriminator = PatchDiscriminator3D(**disc_config) if disc_config else None
         module = cls(network, discriminator=discriminator, **hparams)
-        module.load_state_dict(state_dict, strict=True)
+        load_strict(module, state_dict, path)
         return module.eval()
 
     @property

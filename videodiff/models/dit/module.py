@@ -17,9 +17,10 @@ from videodiff.data.datasets import VideoListBatch
 from videodiff.data.sizing import LatentGrid, SizingError
 from videodiff.diffusion.gaussian import GaussianDiffusion
 from videodiff.diffusion.samplers import DDIMSampler, DDPMSampler, classifier_free_guidance
+from videodiff.errors import ConfigError
 from videodiff.models.autoencoder.model import VideoAutoencoder
 from videodiff.models.autoencoder.module import AutoencoderModule
-from videodiff.models.checkpoints import read_checkpoint
+from videodiff.models.checkpoints import load_strict, read_checkpoint
 from videodiff.models.dit.model import DiT
 from videodiff.models.fault_tolerance import FaultTolerantSteps, NonFinitePolicy
 from videodiff.models.text import CaptionCache, CaptionClasses, TextEncoder, build_text_encoder
@@ -88,7 +89,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
             caption_dropout = 0.0  # unconditional: there is nothing to drop
         if isinstance(autoencoder, str | Path):
             if not Path(autoencoder).exists():  # a checkpoint file, or a run folder (its newest checkpoint)
-                raise FileNotFoundError(
+                raise ConfigError(
                     f"model.init_args.autoencoder: {autoencoder} not found; train an autoencoder first "
                     "(videodiff fit --config configs/autoencoder/tiny.yaml) and give its checkpoint"
                 )
@@ -133,7 +134,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         hparams, state_dict = read_checkpoint(path, map_location)
         if "backbone_config" not in hparams:
             kind = "an autoencoder" if "autoencoder_config" in hparams else "not a DiTModule"
-            raise ValueError(f"{path}: {kind} checkpoint (no 'backbone_config' hyperparameter); give a DiT checkpoint")
+            raise ConfigError(f"{path}: {kind} checkpoint (no 'backbone_config' hyperparameter); give a DiT checkpoint")
         supplied = ("in_channels", "text_dim", "num_classes", "learn_sigma")
         backbone = functools.partial(
             DiT, **{k: v for k, v in hparams.pop("backbone_config").items() if k not in supplied}
@@ -149,7 +150,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
             dropping=TokenDropping(**dropping) if dropping else None,
             **hparams,
         )
-        module.load_state_dict(state_dict, strict=True)
+        load_strict(module, state_dict, path)
         return module.eval()
 
     # Sizes ------------------------------------------------------------------------------------------------
@@ -197,8 +198,11 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         return pack(latents, self.patch_size, batch.max_tokens, num_rows=batch.rows, dropping=dropping)
 
     # Conditioning -----------------------------------------------------------------------------------------
-    def condition(self, captions: Sequence[str], drop: torch.Tensor | None = None) -> dict:
-        """Per-video conditioning for the backbone; ``drop`` (N,) bool marks videos given the null condition."""
+    def condition(self, captions: Sequence[str], drop: torch.Tensor | None = None, data: bool = False) -> dict:
+        """Per-video conditioning for the backbone; ``drop`` (N,) bool marks videos given the null condition.
+
+        ``data``: the captions come from the dataset (a caption naming no class becomes the null label with a
+        warning), not from a user's prompt (where it is an error)."""
         n = len(captions)
         drop = torch.zeros(n, dtype=torch.bool) if drop is None else drop.cpu()
         kwargs: dict = {}
@@ -208,7 +212,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
             states = iter(encode(kept, device=self.device) if kept else [])
             kwargs["captions"] = [None if d else next(states) for d in drop.tolist()]
         if self.labels is not None:
-            labels = self.labels(captions).masked_fill(drop, self.labels.num_classes)  # num_classes = null class
+            labels = self.labels(captions, unknown_as_null=data).masked_fill(drop, self.labels.num_classes)  # null
             kwargs["labels"] = labels.to(self.device)
         return kwargs
 
@@ -238,7 +242,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
             return self.guard_loss(None)
         packed = self.pack_batch(batch, train=True)
         drop = torch.rand(len(batch)) < self.hparams.caption_dropout
-        losses = self._losses(self.backbone, packed, self.condition(batch.captions, drop))
+        losses = self._losses(self.backbone, packed, self.condition(batch.captions, drop, data=True))
         self.step_work = int(packed.mask.sum())  # real tokens only: padding and dropped tokens are not throughput
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(batch), prog_bar=True)
         self.log("train/padding", packed.padding_fraction(), batch_size=len(batch))
@@ -265,7 +269,8 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         packed = self.pack_batch(batch, train=False)
         # The same timesteps and noise every validation, so the curve compares like with like.
         generator = torch.Generator().manual_seed(batch_idx)
-        losses = self._losses(self.eval_network, packed, self.condition(batch.captions), generator=generator)
+        condition = self.condition(batch.captions, data=True)
+        losses = self._losses(self.eval_network, packed, condition, generator=generator)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch), sync_dist=True)
 
     def configure_optimizers(self):
@@ -288,9 +293,11 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
             grid.tokens(frames, height, width)
         except SizingError as e:
             sh, sw = grid.spatial_stride
+            ft, pt = grid.temporal_compression, self.patch_size[0]
+            valid = f"1 + k*{ft}" if pt == 1 else "1 or " + ", ".join(map(str, grid.valid_frame_counts())) + ", ..."
             raise SizingError(
-                f"cannot generate {frames}x{height}x{width} (frames x height x width): {e}. Use frames = 1 + "
-                f"k*{grid.temporal_compression * self.patch_size[0]} and height, width multiples of {sh}, {sw}"
+                f"cannot generate {frames}x{height}x{width} (frames x height x width): {e}. Use frames = {valid} "
+                f"and height, width multiples of {sh}, {sw}"
             ) from None
         fs = grid.spatial_compression
         return grid.latent_frames(frames), height // fs, width // fs
