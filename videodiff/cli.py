@@ -106,6 +106,12 @@ class VideoDiffCLI(LightningCLI):
         logger = config.trainer.logger
         if getattr(logger, "class_path", None) == DEFAULT_LOGGER["class_path"] and logger.init_args.save_dir is None:
             logger.init_args.save_dir = config.trainer.default_root_dir
+        # `--ckpt_path runs/x` resumes from the run folder's newest checkpoint, like `sample --ckpt runs/x`.
+        ckpt_path = config.get("ckpt_path")
+        if isinstance(ckpt_path, str) and os.path.isdir(ckpt_path):
+            from videodiff.models.checkpoints import resolve_checkpoint
+
+            config.ckpt_path = str(resolve_checkpoint(ckpt_path))
 
 
 # Commands beside Lightning's: each is ``videodiff.commands.<name>.main(argv)``, imported only when run, so

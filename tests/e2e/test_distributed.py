@@ -91,5 +91,7 @@ def test_ddp_fit_on_two_cpu_processes(tmp_path, tiny_autoencoder_ckpt):
     assert len(list((tmp_path / "run").glob("**/metrics.csv"))) == 1
     samples = sorted(p.relative_to(tmp_path / "run") for p in (tmp_path / "run").glob("**/samples/step*/*.mp4"))
     assert [p.parent.name for p in samples] == ["step0000002", "step0000004"]
-    checkpoints = list((tmp_path / "run").glob("**/*.ckpt"))
-    assert len(checkpoints) == 1 and torch.load(checkpoints[0], weights_only=False)["global_step"] == 4
+    (checkpoint,) = (tmp_path / "run").glob("**/*.ckpt")
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["global_step"] == 4  # rank 0's loader position: epoch 1 done (the next run starts epoch 2)
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches_done": 2}]
