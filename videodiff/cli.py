@@ -106,12 +106,21 @@ class VideoDiffCLI(LightningCLI):
         logger = config.trainer.logger
         if getattr(logger, "class_path", None) == DEFAULT_LOGGER["class_path"] and logger.init_args.save_dir is None:
             logger.init_args.save_dir = config.trainer.default_root_dir
-        # `--ckpt_path runs/x` resumes from the run folder's newest checkpoint, like `sample --ckpt runs/x`.
+        # `--ckpt_path runs/x` resumes from the run folder's newest checkpoint, like `sample --ckpt runs/x`, and
+        # `--ckpt_path last` from the newest under default_root_dir. Lightning's own "last" looks only for a
+        # last.ckpt, which the default checkpointing never writes, and then silently starts from scratch.
         ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last" and os.path.isdir(config.trainer.default_root_dir or ""):
+            ckpt_path = config.trainer.default_root_dir
         if isinstance(ckpt_path, str) and os.path.isdir(ckpt_path):
             from videodiff.models.checkpoints import resolve_checkpoint
 
-            config.ckpt_path = str(resolve_checkpoint(ckpt_path))
+            try:
+                config.ckpt_path = str(resolve_checkpoint(ckpt_path))
+            except FileNotFoundError:
+                if config.ckpt_path != "last":
+                    raise ConfigError(f"--ckpt_path {ckpt_path}: no .ckpt file under this folder") from None
+                # `last` with no checkpoint yet: Lightning warns and starts fresh (a requeued job's first run)
 
 
 # Commands beside Lightning's: each is ``videodiff.commands.<name>.main(argv)``, imported only when run, so

@@ -98,6 +98,17 @@ def test_ranks_split_batches_without_overlap(synthetic_set):
     assert len(distinct) == len(everything)
 
 
+def _every_sample_at_native_size(manifest: Path, num_workers: int) -> VideoDataModule:
+    return VideoDataModule(
+        manifest=str(manifest),
+        grid=LatentGrid(),
+        val_fraction=0.0,
+        sampling=ClipSampling(token_budget=10**6),
+        batching=ShapeBuckets(2),
+        num_workers=num_workers,
+    )
+
+
 def test_corrupt_files_are_skipped_counted_and_reported(tmp_path, clip_manifest, recwarn):
     manifest, _ = clip_manifest
     entries = read_manifest(manifest)
@@ -106,14 +117,7 @@ def test_corrupt_files_are_skipped_counted_and_reported(tmp_path, clip_manifest,
     entries.append(ManifestEntry(str(tmp_path / "broken.mp4"), "x", frames=9, fps=12.0, height=16, width=24))
     entries.append(ManifestEntry(str(tmp_path / "missing.mp4"), "y"))
     write_manifest(entries, tmp_path / "with_bad.jsonl")
-    dm = VideoDataModule(
-        manifest=str(tmp_path / "with_bad.jsonl"),
-        grid=LatentGrid(),
-        val_fraction=0.0,
-        sampling=ClipSampling(token_budget=10**6),
-        batching=ShapeBuckets(2),
-        num_workers=1,
-    )
+    dm = _every_sample_at_native_size(tmp_path / "with_bad.jsonl", num_workers=1)
     dm.setup("fit")
     assert dm.skipped == {str(tmp_path / "missing.mp4"): "file not found"}
     seen, _ = _epoch(dm, dm.train_dataloader())
@@ -194,9 +198,8 @@ def test_packed_rows_batches_fit_their_rows_and_cover_every_sample(synthetic_set
     too_small = VideoDataModule(
         manifest=str(synthetic_set), grid=GRID, sampling=sampling, batching=PackedRows(max_tokens=100, rows=2)
     )
-    too_small.setup("fit")
-    with pytest.raises(ValueError, match="more than a row's max_tokens=100; set sampling.token_budget"):
-        len(too_small.train_dataloader())
+    with pytest.raises(ValueError, match=r"token_budget=300 is more than a packed row holds \(.*max_tokens=100\)"):
+        too_small.setup("fit")  # checked at setup, before any batch is planned
 
 
 def test_skips_are_counted_for_packed_row_batches_too(tmp_path, clip_manifest):
@@ -273,14 +276,7 @@ def test_every_kind_of_bad_file_is_skipped_mid_epoch_counted_and_reported(tmp_pa
     entries = good + [ManifestEntry(str(tmp_path / name), "", **meta) for name in bad]
     entries.append(ManifestEntry(str(odd), "word " * 300, frames=1, height=17, width=33))
     write_manifest(entries, tmp_path / "bad.jsonl")
-    dm = VideoDataModule(
-        manifest=str(tmp_path / "bad.jsonl"),
-        grid=LatentGrid(),
-        val_fraction=0.0,
-        sampling=ClipSampling(token_budget=10**6),
-        batching=ShapeBuckets(2),
-        num_workers=num_workers,
-    )
+    dm = _every_sample_at_native_size(tmp_path / "bad.jsonl", num_workers)
     dm.setup("fit")
     assert dm.num_skipped == 0  # found only while loading, mid-epoch
     with pytest.warns(UserWarning) as warned:

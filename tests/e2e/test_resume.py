@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from videodiff.cli import VideoDiffCLI
+from videodiff.cli import VideoDiffCLI, main
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBUG = str(ROOT / "configs/presets/debug.yaml")
@@ -93,3 +93,19 @@ def test_killed_and_resumed_matches_an_uninterrupted_run(tmp_path, tiny_autoenco
     assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
     lr = lambda c: [g["lr"] for g in c.trainer.optimizers[0].param_groups]
     assert lr(cli) == lr(again)
+
+
+def test_ckpt_path_last_resumes_from_the_newest_checkpoint_of_the_run(tmp_path, capfd, caplog):
+    caplog.set_level("INFO")
+    args = ["fit", "--config", str(ROOT / "configs/autoencoder/tiny.yaml"), "--config", DEBUG,
+            f"--trainer.default_root_dir={tmp_path / 'run'}", "--trainer.enable_checkpointing=true",
+            "--trainer.val_check_interval=2", "--data.init_args.synthetic.num=8",
+            "--trainer.limit_train_batches=1.0"]  # fmt: skip
+    assert main([*args, "--trainer.max_steps=2", "--ckpt_path=last"]) == 0  # nothing to resume yet: starts fresh
+    assert "Restored all states" not in caplog.text
+    assert main([*args, "--trainer.max_steps=4", "--ckpt_path=last"]) == 0
+    assert "Restored all states from the checkpoint at " + str(tmp_path / "run") in caplog.text
+    capfd.readouterr()
+    (tmp_path / "empty").mkdir()
+    assert main([*args, f"--ckpt_path={tmp_path / 'empty'}"]) == 2
+    assert "no .ckpt file under this folder" in capfd.readouterr().err
