@@ -103,8 +103,9 @@ class _EpochPlanSampler(Sampler[list[SampleRequest]]):
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[list[SampleRequest]]:
-        if self._resume is not None:
-            self.epoch = self._resume[0]
+        resume, self._resume = self._resume, None
+        if resume is not None:
+            self.epoch = resume[0]
         elif self.epoch_source is not None:
             self.epoch = self.epoch_source()
         batches = self.batches()
@@ -112,9 +113,8 @@ class _EpochPlanSampler(Sampler[list[SampleRequest]]):
             total = -(-len(batches) // self.num_replicas) * self.num_replicas
             batches = (batches * (total // len(batches) + 1))[:total]
             batches = batches[self.rank :: self.num_replicas]
-        if self._resume is not None:
-            batches = batches[self._resume[1] :]
-        self._resume = None
+        if resume is not None:
+            batches = batches[resume[1] :]
         return iter(batches)
 
     def __len__(self) -> int:

@@ -238,9 +238,7 @@ class VideoDataModule(LightningDataModule):
             num_replicas=trainer.world_size if trainer is not None else 1,
             rank=trainer.global_rank if trainer is not None else 0,
         )
-        loader_class = DataLoader
-        if resumable:
-            loader_class, self._train_sampler = partial(ResumableLoader, self), sampler
+        loader_class = partial(ResumableLoader, self) if resumable else DataLoader
         return loader_class(
             self.dataset(entries),
             batch_sampler=sampler,
@@ -256,11 +254,6 @@ class VideoDataModule(LightningDataModule):
             loader.batch_sampler.epoch_source = lambda: self.trainer.current_epoch
             self.position = (self.trainer.current_epoch, 0)
         return loader
-
-    def resume(self, epoch: int, batches_done: int) -> None:
-        """Continue ``epoch`` after its first ``batches_done`` batches (called by the loader on restore)."""
-        self.position = (epoch, batches_done)
-        self._train_sampler.resume_at(epoch, batches_done)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_entries, train=False)
@@ -301,4 +294,6 @@ class ResumableLoader(DataLoader):
         return {"epoch": epoch, "batches_done": done}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self.datamodule.resume(int(state_dict["epoch"]), int(state_dict["batches_done"]))
+        epoch, done = int(state_dict["epoch"]), int(state_dict["batches_done"])
+        self.datamodule.position = (epoch, done)  # a second checkpoint in this epoch counts on from here
+        self.batch_sampler.resume_at(epoch, done)
