@@ -135,7 +135,7 @@ moving-mnist: install ## Moving MNIST benchmark (CPU): data, VAE, DiT, then FVD 
 		--real $(MMNIST_DIR)/data/val.jsonl --out $(MMNIST_DIR)/eval --num $(MMNIST_EVAL)
 
 bench: install ## run the benchmarks; writes bench/results.json and bench/results.md
-	$(BIN)/python bench/run.py --out bench
+	$(BIN)/python bench/run.py --out bench $(if $(REFERENCE_DIT),--reference-dit $(REFERENCE_DIT))
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -150,7 +150,13 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=100, help="synthetic clips to decode")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
-        "--only", choices=["decode", "packing", "autoencoder", "ae-quality"], help="run one group of benchmarks"
+        "--only",
+        choices=["decode", "packing", "autoencoder", "ae-quality", "sampling", "mfu", "reference"],
+        help="run one group of benchmarks",
+    )
+    parser.add_argument(
+        "--reference-dit",
+        help="a checkout of facebookresearch/DiT to time side by side (needs `pip install --no-deps timm`)",
     )
     parser.add_argument("--ae-steps", type=int, default=1500, help="training steps of the ae-quality figure")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -179,6 +185,34 @@ def main() -> None:
         figures.update(quality)
     if args.only in (None, "packing"):
         figures.update(packing_benchmarks(args.repeats, args.device, args.sizes.split(","), args.shapes))
+    if args.only in (None, "sampling", "mfu"):
+        sys.path.insert(0, str(Path(__file__).parent))
+        import dit_compute  # bench/dit_compute.py
+
+        if args.only in (None, "sampling"):
+            figures.update(dit_compute.sampling_figures(args.repeats, args.device))
+        if args.only in (None, "mfu"):
+            import packing
+
+            shapes = [tuple(s) for s in json.loads(Path(args.shapes).read_text())] if args.shapes else None
+            shapes = shapes or packing.dataset_mix()
+            dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
+            for size in args.sizes.split(","):
+                figs = dit_compute.mfu_figures(shapes, size, args.repeats, args.device, dtype=dtype)
+                for key, fig in figs.items():
+                    print(f"{key}: {fig['median']:.3g} {fig['unit']}", flush=True)
+                figures.update(figs)
+    if args.only in (None, "reference"):
+        if args.reference_dit:
+            sys.path.insert(0, str(Path(__file__).parent))
+            import reference_dit  # bench/reference_dit.py
+
+            figs = reference_dit.reference_figures(Path(args.reference_dit), args.repeats, args.device)
+            for key, fig in figs.items():
+                print(f"{key}: {fig['median']:.3g} {fig['unit']}", flush=True)
+            figures.update(figs)
+        else:  # the reference is third-party code: never fetched, so the comparison needs it given
+            print("reference DiT comparison not run: give --reference-dit PATH (make bench REFERENCE_DIT=PATH)")
     if args.save_shapes:
         sys.path.insert(0, str(Path(__file__).parent))
         import packing
