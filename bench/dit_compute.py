@@ -24,9 +24,9 @@ def sampling_figures(repeats: int, device: str = "cpu", videos: int = 4) -> dict
     """Seconds per video to sample the demo's tiny DiT (captions, guidance 4) at 9x40x40 pixels, latents only."""
     torch.manual_seed(0)
     # The demo's DiT (configs/dit/tiny_joint.yaml) over the tiny VAE's latents (2x space and time, 4 channels).
-    network = DiT(
-        in_channels=4, text_dim=64, patch_size=(1, 4, 4), hidden_size=64, depth=4, num_heads=4
-    ).to(device).eval()
+    network = (
+        DiT(in_channels=4, text_dim=64, patch_size=(1, 4, 4), hidden_size=64, depth=4, num_heads=4).to(device).eval()
+    )
     diffusion = GaussianDiffusion(schedule="cosine", num_timesteps=1000, prediction="v", variance="learned_range")
     latent = (4, 5, 20, 20)  # 9x40x40 pixels
     noise = [torch.randn(*latent) for _ in range(videos)]

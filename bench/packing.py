@@ -42,16 +42,22 @@ def tokens_of(shape: tuple[int, int, int]) -> int:
     return max(1, t // pt) * (h // ph) * (w // pw)
 
 
-def padding_figures(shapes, max_tokens: int = 1024, rows: int = 4, batch_size: int = 8, seed: int = 0) -> dict:
-    """Share of token slots that are padding: greedy packing vs pad-to-max batching of the same samples."""
+def budget_batches(lengths: list[int], max_tokens: int, rows: int) -> list[list[int]]:
+    """Indices grouped as the data module's ``PackedRows`` batches them: first-fit into ``rows`` rows."""
     from videodiff.data.batching import TokenBudgetSampler
 
+    sampler = TokenBudgetSampler([], None, max_tokens, rows, shuffle=False)
+    sampler.tokens = lambda index: lengths[index]  # group indices by their plain lengths
+    return sampler.group(list(range(len(lengths))))
+
+
+def padding_figures(shapes, max_tokens: int = 1024, rows: int = 4, batch_size: int = 8, seed: int = 0) -> dict:
+    """Share of token slots that are padding: greedy packing vs pad-to-max batching of the same samples."""
     lengths = [tokens_of(s) for s in shapes]
     order = np.random.default_rng(seed).permutation(len(lengths))
+    shuffled = [lengths[i] for i in order]
     # Packed: the data module's batches (first-fit into `rows` rows, with its look-ahead).
-    sampler = TokenBudgetSampler([], None, max_tokens, rows, shuffle=False)
-    sampler.tokens = lambda request: request  # group plain lengths
-    batches = sampler.group([lengths[i] for i in order])
+    batches = [[shuffled[i] for i in b] for b in budget_batches(shuffled, max_tokens, rows)]
     packed_slots = sum(len(first_fit(b, max_tokens)) * max_tokens for b in batches)
     # The epoch's last batch holds the remainder; every other batch shows the steady state.
     steady_real = sum(sum(b) for b in batches[:-1])
@@ -95,20 +101,25 @@ def throughput_figures(
     device: str = "cpu",
     backend: str = "auto",
     dtype: torch.dtype = torch.float32,
+    max_tokens: int = 1024,
+    rows: int = 4,
 ) -> dict:
-    """Training tokens/s (forward + backward + AdamW step, real tokens only) three ways on the same videos."""
+    """Training tokens/s (forward + backward + AdamW step, real tokens only) three ways on the same videos.
+
+    Each step trains one batch as the data module forms it (``PackedRows(max_tokens, rows)``); the padded
+    layout gives the same videos one row each, padded to the batch's longest (a key-padding mask), and one
+    at a time runs them singly. The target compares the layouts by the waste each one actually has:
+    packed / padded >= (1 - packed waste) / (1 - padded waste) x 0.9.
+    """
     g = torch.Generator().manual_seed(0)
     videos = [torch.randn(LATENT_CHANNELS, *s, generator=g) for s in shapes]
     model = DiT(
         in_channels=LATENT_CHANNELS, patch_size=PATCH, size=size, attention=layout, attention_backend=backend
     ).to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    max_tokens = 1024
-    batches = []
-    for k in range(0, len(videos), 8):
-        group = videos[k : k + 8]
-        batches.append(group)
-    batches = batches[:steps]
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+    lengths = [tokens_of(tuple(v.shape[1:])) for v in videos]
+    # Steady-state batches only: the epoch's last one holds the remainder.
+    batches = [[videos[i] for i in b] for b in budget_batches(lengths, max_tokens, rows)[:-1]][:steps]
     real = sum(tokens_of(tuple(v.shape[1:])) for group in batches for v in group)
 
     def step(batch):
@@ -120,19 +131,19 @@ def throughput_figures(
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
 
-    def layouts(mode: str):
+    def layouts(mode: str) -> list:
+        prepared = []
         for group in batches:
             if mode == "packed":
-                yield [pack(group, PATCH, max_tokens).to(device)]
-            elif mode == "padded":  # one video per row, padded to the longest: a key-padding mask
+                prepared.append(pack(group, PATCH, max_tokens).to(device))
+            elif mode == "padded":
                 longest = max(tokens_of(tuple(v.shape[1:])) for v in group)
-                yield [pack(group, PATCH, longest, one_per_row=True).to(device)]
+                prepared.append(pack(group, PATCH, longest, one_per_row=True).to(device))
             else:
-                yield [pack([v], PATCH, tokens_of(tuple(v.shape[1:]))).to(device) for v in group]
+                prepared += [pack([v], PATCH, tokens_of(tuple(v.shape[1:]))).to(device) for v in group]
+        return prepared
 
-    def run(mode: str) -> Callable[[], float]:
-        prepared = [b for batch_list in layouts(mode) for b in batch_list]
-
+    def run(prepared: list) -> Callable[[], float]:
         def go() -> float:
             if device == "cuda":
                 torch.cuda.synchronize()
@@ -145,33 +156,34 @@ def throughput_figures(
 
         return go
 
-    figures, config = (
-        {},
-        {
-            "size": size,
-            "layout": layout,
-            "steps": len(batches),
-            "videos_per_step": 8,
-            "real_tokens": real,
-            "device": device,
-            "backend": backend,
-            "dtype": str(dtype),
-            "threads": torch.get_num_threads(),
-        },
-    )
-    for mode in ("packed", "padded", "one_at_a_time"):
-        figures[f"dit_train_tokens_per_s/{size}/{layout}/{mode}"] = {
-            **timed(run(mode), repeats),
-            "unit": "tokens/s",
-            "config": config,
-        }
-    ratio = figures[f"dit_train_tokens_per_s/{size}/{layout}/packed"]["median"]
-    ratio /= figures[f"dit_train_tokens_per_s/{size}/{layout}/padded"]["median"]
-    figures[f"dit_train_tokens_per_s/{size}/{layout}/ratio_packed_over_padded"] = {
-        "median": ratio,
-        "unit": "x",
-        "config": config,
+    prepared = {mode: layouts(mode) for mode in ("packed", "padded", "one_at_a_time")}
+    waste = {mode: 1 - real / sum(b.tokens.shape[0] * b.tokens.shape[1] for b in bs) for mode, bs in prepared.items()}
+    config = {
+        "size": size,
+        "layout": layout,
+        "steps": len(batches),
+        "videos": sum(len(group) for group in batches),
+        "batching": f"PackedRows({max_tokens}, {rows}) batches of the mix, the epoch's last left out",
+        "real_tokens": real,
+        "padding_fraction": {mode: round(w, 4) for mode, w in waste.items()},
+        "device": device,
+        "backend": backend,
+        "dtype": str(dtype),
+        "threads": torch.get_num_threads(),
     }
+    key = f"dit_train_tokens_per_s/{size}/{layout}"
+    figures = {
+        f"{key}/{mode}": {**timed(run(layout_batches), repeats), "unit": "tokens/s", "config": config}
+        for mode, layout_batches in prepared.items()
+    }
+    ratio = figures[f"{key}/packed"]["median"] / figures[f"{key}/padded"]["median"]
+    # Issue 9 writes the bound as padded x (1 - padded waste) / (1 - packed waste) x 0.9, which is below 1 and
+    # so not what it says it means; the real-token speed-up packing can reach is the inverse slot ratio.
+    target = (1 - waste["packed"]) / (1 - waste["padded"]) * 0.9
+    figures[f"{key}/ratio_packed_over_padded"] = {"median": ratio, "unit": "x", "config": config}
+    # The issue's target from this run's own waste: packing turns nearly all the padding it removes into speed.
+    figures[f"{key}/target_ratio"] = {"median": target, "unit": "x", "config": config}
+    figures[f"{key}/ratio_over_target"] = {"median": ratio / target, "unit": "x (>= 1 meets it)", "config": config}
     return figures
 
 

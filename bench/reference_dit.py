@@ -94,9 +94,9 @@ def reference_figures(
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     torch.manual_seed(0)
     reference = getattr(reference_module, f"DiT_{size}_2")(input_size=image, num_classes=classes).to(device)
-    ours = DiT(
-        in_channels=channels, num_classes=classes, patch_size=(1, 2, 2), size=size, positions="sincos"
-    ).to(device)
+    ours = DiT(in_channels=channels, num_classes=classes, patch_size=(1, 2, 2), size=size, positions="sincos").to(
+        device
+    )
     images = torch.randn(batch, channels, image, image, device=device)
     labels = torch.randint(0, classes, (batch,), device=device)
     packed = pack(list(images.unsqueeze(2)), (1, 2, 2), (image // 2) ** 2, one_per_row=True).to(device)

@@ -37,6 +37,7 @@ CONFIGS = [
     dict(attention="factorised", factorised="sequential"),
     dict(attention="joint", positions="sincos"),
     dict(attention="factorised", factorised="sequential", text_dim=8, num_classes=5),
+    dict(attention="joint", text_dim=8, pooled_captions=True),
 ]
 
 
@@ -63,6 +64,27 @@ def test_packed_equals_each_video_alone(config, drop):
             labels=None if labels is None else labels[i : i + 1],
         )
         torch.testing.assert_close(unpack(out, alone)[0], packed[i], rtol=1e-5, atol=1e-5)
+
+
+def test_pooled_captions_condition_adaln_per_video():
+    """Pooling puts the caption into every token's modulation: with the cross-attention's output projection
+    zeroed the caption still changes the output (and only its own video's), without pooling it cannot."""
+    g = torch.Generator().manual_seed(2)
+    captions = [torch.randn(3, 8, generator=g), torch.randn(2, 8, generator=g), None, torch.randn(4, 8, generator=g)]
+    other = [captions[0], torch.randn(5, 8, generator=g), None, captions[3]]  # only video 1's caption differs
+    for pooled in (True, False):
+        model = randomize(DiT(in_channels=4, patch_size=PATCH, depth=2, text_dim=8, pooled_captions=pooled)).eval()
+        with torch.no_grad():
+            for block in model.blocks:
+                block.cross.proj.weight.zero_()
+                block.cross.proj.bias.zero_()
+            _, a = run(model, videos(), captions=captions)
+            _, b = run(model, videos(), captions=other)
+        for i in (0, 2, 3):
+            torch.testing.assert_close(a[i], b[i], rtol=1e-5, atol=1e-5)
+        assert (a[1] - b[1]).abs().max() > 1e-3 if pooled else torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match="pooled_captions needs caption conditioning"):
+        DiT(in_channels=4, pooled_captions=True)
 
 
 def test_pack_order_does_not_change_outputs():

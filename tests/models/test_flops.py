@@ -24,13 +24,21 @@ def counted(fn) -> int:
     "layout",
     [{"attention": "joint"}, {"attention": "factorised"}, {"attention": "factorised", "factorised": "sequential"}],
 )
-@pytest.mark.parametrize("conditioning", ["labels", "captions"])
+@pytest.mark.parametrize("conditioning", ["labels", "captions", "pooled captions"])
 def test_packed_count_equals_each_video_counted_alone(layout, conditioning):
     torch.manual_seed(0)
-    text = conditioning == "captions"
+    text = conditioning != "labels"
     model = DiT(
-        in_channels=4, patch_size=PATCH, hidden_size=32, depth=2, num_heads=2, attention_backend="loop",
-        text_dim=16 if text else None, num_classes=None if text else 5, **layout,
+        in_channels=4,
+        patch_size=PATCH,
+        hidden_size=32,
+        depth=2,
+        num_heads=2,
+        attention_backend="loop",
+        text_dim=16 if text else None,
+        num_classes=None if text else 5,
+        pooled_captions=conditioning == "pooled captions",
+        **layout,
     ).eval()
     videos = [torch.randn(*s) for s in SHAPES]
     captions = [torch.randn(3, 16), None, torch.randn(7, 16)]
@@ -55,7 +63,9 @@ def test_count_excludes_what_a_dense_mask_computes():
     videos = [torch.randn(*s) for s in SHAPES]
     batch = pack(videos, PATCH, max_tokens=128, one_per_row=True)  # padded to the longest
     with torch.no_grad():
-        dense = counted(lambda: model(batch.tokens, torch.zeros(3, dtype=torch.long), batch, labels=torch.zeros(3).long()))
+        dense = counted(
+            lambda: model(batch.tokens, torch.zeros(3, dtype=torch.long), batch, labels=torch.zeros(3).long())
+        )
     assert dit_forward_flops(model, batch) < dense
 
 

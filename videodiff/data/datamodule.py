@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from videodiff.data import decoding, synthetic
@@ -97,6 +98,8 @@ class VideoDataModule(LightningDataModule):
         batching: batching strategy (default ``ShapeBuckets()``: same-shape batches, never padded).
         num_workers: DataLoader worker processes.
         decode_threads: decoder threads per worker.
+        pin_memory: page-locked batches, so host-to-GPU copies overlap the step; None pins when the trainer
+            runs on CUDA (pinning buys nothing on CPU).
         seed: seed of the split, the shuffling and the random clip sizes.
     """
 
@@ -113,6 +116,7 @@ class VideoDataModule(LightningDataModule):
         num_workers: int = 0,
         decode_threads: int = 1,
         seed: int = 0,
+        pin_memory: bool | None = None,
     ):
         super().__init__()
         if sum(source is not None for source in (manifest, synthetic, latents)) != 1:
@@ -123,6 +127,7 @@ class VideoDataModule(LightningDataModule):
         self.val_fraction, self.grid, self.sampling = val_fraction, grid, sampling
         self.batching = batching or ShapeBuckets()
         self.num_workers, self.decode_threads, self.seed = num_workers, decode_threads, seed
+        self.pin_memory = pin_memory
         self.skipped: dict[str, str] = {}
         self.train_entries: list[ManifestEntry] = []
         self.val_entries: list[ManifestEntry] = []
@@ -245,7 +250,13 @@ class VideoDataModule(LightningDataModule):
             collate_fn=self.batching.latent_collate_fn() if self.latents is not None else self.batching.collate_fn,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self._pins(),
         )
+
+    def _pins(self) -> bool:
+        if self.pin_memory is not None:
+            return self.pin_memory
+        return self.trainer is not None and isinstance(self.trainer.accelerator, CUDAAccelerator)
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(self.train_entries, train=True, resumable=True)

@@ -9,7 +9,7 @@ so a corrupt video never stops an epoch; the data module counts and reports it.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -97,6 +97,13 @@ class VideoBatch:
     def __len__(self) -> int:
         return len(self.captions)
 
+    def pin_memory(self) -> VideoBatch:
+        """Called by the DataLoader's pinning thread (``pin_memory=True``): page-locked tensors copy to a GPU
+        asynchronously, so the next batch's transfer overlaps the current step."""
+        return replace(
+            self, video=self.video.pin_memory(), indices=self.indices.pin_memory(), fps=self.fps.pin_memory()
+        )
+
 
 @dataclass
 class VideoListBatch:
@@ -113,6 +120,15 @@ class VideoListBatch:
 
     def __len__(self) -> int:
         return len(self.captions)
+
+    def pin_memory(self) -> VideoListBatch:
+        """See ``VideoBatch.pin_memory``."""
+        return replace(
+            self,
+            videos=[v.pin_memory() for v in self.videos],
+            indices=self.indices.pin_memory(),
+            fps=self.fps.pin_memory(),
+        )
 
 
 class ClipPlanner:

@@ -46,6 +46,8 @@ def dit_forward_flops(model: DiT, batch: PackedBatch, caption_lengths: Sequence[
         context_tokens = int(lengths.sum())
         cross_pairs = int((batch.lengths.cpu().long() * lengths).sum())
         macs += projected * (model.captions.proj[0].in_features * d + d * d)
+        if model.pooled is not None:  # the pooled caption's MLP, once per video
+            macs += videos * 2 * d * d
     squared = {layout: _sum_squared_group_sizes(batch, layout) for block in model.blocks for layout in block.layouts}
     for block in model.blocks:
         macs += videos * d * block.modulation[1].out_features  # adaLN, once per video
@@ -63,7 +65,9 @@ def dit_training_flops(model: DiT, batch: PackedBatch, caption_lengths: Sequence
     return 3 * dit_forward_flops(model, batch, caption_lengths)
 
 
-def peak_matmul_flops(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048) -> float:
+def peak_matmul_flops(
+    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048
+) -> float:
     """The machine's measured matrix-multiply FLOP/s (best of several square products): MFU's denominator."""
     import time
 

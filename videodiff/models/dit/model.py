@@ -125,6 +125,9 @@ class DiT(nn.Module):
         positions: ``rope`` (3-D rotary, default) or ``sincos`` (additive factorised 3-D sin-cos).
         attention_backend: see ``models/attention.py``.
         gradient_checkpointing: recompute each block in the backward pass (activation memory per block).
+        pooled_captions: also add the mean of each video's projected caption tokens, through an MLP, to
+            the adaLN conditioning (as SD3 adds its pooled text vector): a per-video signal that reaches
+            every token from the first step, beside the cross-attention to the tokens.
     """
 
     def __init__(
@@ -144,6 +147,7 @@ class DiT(nn.Module):
         positions: Literal["rope", "sincos"] = "rope",
         attention_backend: Backend = "auto",
         gradient_checkpointing: bool = False,
+        pooled_captions: bool = False,
     ):
         super().__init__()
         # Everything needed to rebuild this network from a checkpoint alone.
@@ -168,6 +172,11 @@ class DiT(nn.Module):
         self.timestep = TimestepEmbedder(hidden)
         self.labels = LabelEmbedder(num_classes, hidden) if num_classes else None
         self.captions = CaptionProjection(text_dim, hidden) if text_dim else None
+        if pooled_captions and not text_dim:
+            raise ValueError("pooled_captions needs caption conditioning (text_dim)")
+        self.pooled = (
+            nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden)) if pooled_captions else None
+        )
         if positions == "rope":
             self.rope, self.sincos = Rope3D(hidden // self.num_heads), None
         elif positions == "sincos":
@@ -199,26 +208,38 @@ class DiT(nn.Module):
                 xavier(module)
         nn.init.normal_(self.timestep.mlp[0].weight, std=0.02)
         nn.init.normal_(self.timestep.mlp[2].weight, std=0.02)
+        if self.pooled is not None:  # the same scale as the timestep embedding it is added to
+            nn.init.normal_(self.pooled[0].weight, std=0.02)
+            nn.init.normal_(self.pooled[2].weight, std=0.02)
 
-    def condition(self, timesteps: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """(N,) per-video timesteps [+ labels] -> (N, hidden) conditioning vectors."""
+    def condition(
+        self,
+        timesteps: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        captions: Sequence[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """(N,) per-video timesteps [+ labels] [+ pooled captions] -> (N, hidden) conditioning vectors.
+
+        ``captions`` are the projected caption tokens, (n_i, hidden) per video (``CaptionProjection``).
+        """
         cond = self.timestep(timesteps)
         if self.labels is not None:
             if labels is None:
                 raise ValueError("this DiT is class-conditional: pass labels (num_classes = null class)")
             cond = cond + self.labels(labels)
+        if self.pooled is not None:
+            if captions is None or len(captions) != len(timesteps):
+                raise ValueError(f"this DiT pools captions: pass one per video ({len(timesteps)})")
+            pooled = torch.stack([c.mean(dim=0) for c in captions])  # (N, C)
+            cond = cond + self.pooled(pooled.to(cond.dtype))
         return cond
 
-    def _context(self, captions: Sequence[torch.Tensor | None] | None, batch: PackedBatch):
-        """Caption tokens packed by row beside their videos: (R, S, hidden) and their groups (video ids)."""
-        if self.captions is None:
-            return None
-        if captions is None or len(captions) != batch.num_videos:
-            raise ValueError(f"this DiT cross-attends to captions: pass one per video ({batch.num_videos})")
+    def _context(self, projected: Sequence[torch.Tensor], batch: PackedBatch):
+        """Projected caption tokens packed by row beside their videos: (R, S, hidden) and their groups."""
         rows = batch.tokens.shape[0]
         per_row: list[list[tuple[int, torch.Tensor]]] = [[] for _ in range(rows)]
-        for i, caption in enumerate(captions):
-            per_row[int(batch.rows[i])].append((i, self.captions(caption)))
+        for i, states in enumerate(projected):
+            per_row[int(batch.rows[i])].append((i, states))
         length = max(1, max(sum(len(t) for _, t in row) for row in per_row))
         tokens = batch.tokens.new_zeros(rows, length, self.hidden_size)
         groups = torch.full((rows, length), -1, dtype=torch.long, device=batch.tokens.device)
@@ -255,16 +276,19 @@ class DiT(nn.Module):
             layout: GroupPlan(attention_groups(batch.video_ids, batch.coords, layout), backend=self.attention_backend)
             for layout in layouts
         }
-        context = self._context(captions, batch)
-        if context is not None:
-            context, context_groups = context
+        projected, context = None, None
+        if self.captions is not None:
+            if captions is None or len(captions) != batch.num_videos:
+                raise ValueError(f"this DiT cross-attends to captions: pass one per video ({batch.num_videos})")
+            projected = [self.captions(caption) for caption in captions]  # each (n_i, C)
+            context, context_groups = self._context(projected, batch)
             joint = attention_groups(batch.video_ids, batch.coords, "joint")
             plans["cross"] = GroupPlan(joint, context_groups, backend=self.attention_backend)
         h = self.embed(x)  # (R, L, C)
         if self.sincos is not None:
             h = h + self.sincos(batch.coords).to(h.dtype)
         rope = self.rope.angles(batch.coords) if self.rope is not None else None
-        cond = self.condition(timesteps, labels)  # (N, C)
+        cond = self.condition(timesteps, labels, projected)  # (N, C)
         for block in self.blocks:
             if self.gradient_checkpointing and self.training:
                 h = checkpoint(block, h, cond, batch, plans, rope, context, use_reentrant=False)

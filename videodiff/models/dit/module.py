@@ -56,6 +56,8 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         latent_scale: with a network as ``autoencoder``, the scale its latents are multiplied by.
         on_nonfinite: a step whose loss is NaN/inf is skipped and counted (``skip``), or ends the run
             (``stop``); see ``FaultTolerantSteps``.
+        compile_blocks: ``torch.compile`` each transformer block of the trained network (not the EMA copy,
+            which only samples); shapes are marked dynamic because packed rows and groups vary per batch.
     """
 
     throughput_unit = "tokens"
@@ -77,6 +79,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         caption_cache: str | None = None,
         latent_scale: float = 1.0,
         on_nonfinite: NonFinitePolicy = "skip",
+        compile_blocks: bool = False,
     ):
         super().__init__()
         self.check_nonfinite_policy(on_nonfinite)
@@ -273,12 +276,24 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         losses = self._losses(self.eval_network, packed, condition, generator=generator)
         self.log_dict({f"val/{k}": v for k, v in losses.items()}, batch_size=len(batch), sync_dist=True)
 
+    def configure_model(self) -> None:
+        # Here rather than in __init__: only training compiles (from_checkpoint and sampling stay eager), and
+        # Module.compile keeps the state-dict keys, so checkpoints do not depend on the flag.
+        if self.hparams.get("compile_blocks") and not getattr(self, "_blocks_compiled", False):
+            for block in self.backbone.blocks:
+                block.compile(dynamic=True)
+            self._blocks_compiled = True
+
     def configure_optimizers(self):
         parameters = list(self.backbone.parameters())
         if self.text_encoder is not None and not self.text_encoder.frozen:
             parameters += list(self.text_encoder.parameters())
         optimizer = torch.optim.AdamW(
-            parameters, lr=self.hparams.lr, betas=self.hparams.betas, weight_decay=self.hparams.weight_decay
+            parameters,
+            lr=self.hparams.lr,
+            betas=self.hparams.betas,
+            weight_decay=self.hparams.weight_decay,
+            fused=self.device.type == "cuda",  # one kernel for all parameters instead of several per tensor
         )
         warmup = max(1, self.hparams.warmup_steps)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
