@@ -74,16 +74,25 @@ def sampling_figures(repeats: int, device: str = "cpu", videos: int = 4) -> dict
 
 
 def mfu_figures(
-    shapes, size: str, repeats: int, device: str = "cpu", steps: int = 2, dtype: torch.dtype = torch.float32
+    shapes,
+    size: str,
+    repeats: int,
+    device: str = "cpu",
+    steps: int = 2,
+    rows: int = 2,
+    dtype: torch.dtype = torch.float32,
+    max_tokens: int = 1024,
 ) -> dict:
-    """Model FLOP utilisation of packed DiT training steps on the dataset mix (8 videos per step)."""
-    from packing import LATENT_CHANNELS, PATCH  # bench/packing.py: the same mix and patches
+    """Model FLOP utilisation of packed DiT training steps on the dataset mix, batched as the data module does."""
+    from packing import LATENT_CHANNELS, PATCH, steady_batches, tokens_of  # bench/packing.py: the same mix
 
     g = torch.Generator().manual_seed(0)
     videos = [torch.randn(LATENT_CHANNELS, *s, generator=g) for s in shapes]
     model = DiT(in_channels=LATENT_CHANNELS, patch_size=PATCH, size=size, num_classes=1000).to(device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batches: list[PackedBatch] = [pack(videos[k : k + 8], PATCH, 1024).to(device) for k in range(0, 8 * steps, 8)]
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
+    # The data module's batches (PackedRows(max_tokens, rows)), steady state only.
+    groups = steady_batches([tokens_of(tuple(v.shape[1:])) for v in videos], max_tokens, rows)[:steps]
+    batches: list[PackedBatch] = [pack([videos[i] for i in group], PATCH, max_tokens).to(device) for group in groups]
     flops = sum(dit_training_flops(model, b) for b in batches)
 
     def run() -> float:
@@ -107,8 +116,10 @@ def mfu_figures(
     config = {
         "size": size,
         "steps": len(batches),
-        "videos_per_step": 8,
-        "row_tokens": 1024,
+        "batching": f"PackedRows({max_tokens}, {rows}) batches of the mix",
+        "padding_fraction": round(
+            1 - sum(int(b.mask.sum()) for b in batches) / sum(b.mask.numel() for b in batches), 4
+        ),
         "real_tokens": int(sum(int(b.mask.sum()) for b in batches)),
         "model_flops": flops,
         "flops": "matmuls on real tokens (closed form, videodiff.models.flops), backward = 2 x forward",

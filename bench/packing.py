@@ -51,6 +51,12 @@ def budget_batches(lengths: list[int], max_tokens: int, rows: int) -> list[list[
     return sampler.group(list(range(len(lengths))))
 
 
+def steady_batches(lengths: list[int], max_tokens: int, rows: int) -> list[list[int]]:
+    """``budget_batches`` without the epoch's last batch, which holds the remainder (unless it is the only one)."""
+    batches = budget_batches(lengths, max_tokens, rows)
+    return batches[:-1] or batches
+
+
 def padding_figures(shapes, max_tokens: int = 1024, rows: int = 4, batch_size: int = 8, seed: int = 0) -> dict:
     """Share of token slots that are padding: greedy packing vs pad-to-max batching of the same samples."""
     lengths = [tokens_of(s) for s in shapes]
@@ -118,8 +124,7 @@ def throughput_figures(
     ).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
     lengths = [tokens_of(tuple(v.shape[1:])) for v in videos]
-    # Steady-state batches only: the epoch's last one holds the remainder.
-    batches = [[videos[i] for i in b] for b in budget_batches(lengths, max_tokens, rows)[:-1]][:steps]
+    batches = [[videos[i] for i in b] for b in steady_batches(lengths, max_tokens, rows)][:steps]
     real = sum(tokens_of(tuple(v.shape[1:])) for group in batches for v in group)
 
     def step(batch):

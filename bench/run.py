@@ -201,7 +201,10 @@ def main() -> None:
             shapes = shapes or packing.dataset_mix()
             dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
             for size in args.sizes.split(","):
-                figs = dit_compute.mfu_figures(shapes, size, args.repeats, args.device, dtype=dtype)
+                steps, rows = (10, 4) if args.device == "cuda" else ((2, 4) if size == "tiny" else (1, 2))
+                figs = dit_compute.mfu_figures(
+                    shapes, size, args.repeats, args.device, steps=steps, rows=rows, dtype=dtype
+                )
                 for key, fig in figs.items():
                     print(f"{key}: {fig['median']:.3g} {fig['unit']}", flush=True)
                 figures.update(figs)

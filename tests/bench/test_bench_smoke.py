@@ -1,0 +1,55 @@
+"""The benchmarks run (on a few tiny shapes) and compute their derived figures from what they measured, so
+``make bench`` cannot rot between the runs that produce bench/results.json."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import dit_compute  # noqa: E402  (bench/ is a folder of scripts, not a package)
+import packing  # noqa: E402
+
+SHAPES = [(1, 4, 4), (3, 4, 6), (2, 6, 4), (1, 8, 8), (3, 2, 8), (2, 4, 4), (1, 4, 8), (3, 6, 6)]
+
+
+def test_budget_batches_fill_rows_like_the_data_module():
+    lengths = [packing.tokens_of(s) for s in SHAPES]
+    batches = packing.budget_batches(lengths, max_tokens=32, rows=2)
+    assert sorted(i for b in batches for i in b) == list(range(len(SHAPES)))
+    for batch in batches:
+        assert len(packing.first_fit([lengths[i] for i in batch], 32)) <= 2
+
+
+def test_throughput_target_comes_from_each_layouts_own_padding():
+    figures = packing.throughput_figures(SHAPES, "tiny", "joint", steps=2, repeats=1, max_tokens=32, rows=2)
+    key = "dit_train_tokens_per_s/tiny/joint"
+    waste = figures[f"{key}/packed"]["config"]["padding_fraction"]
+    assert waste["one_at_a_time"] == 0.0 and waste["packed"] < waste["padded"]
+    expected = (1 - waste["packed"]) / (1 - waste["padded"]) * 0.9
+    assert figures[f"{key}/target_ratio"]["median"] == pytest.approx(expected, rel=1e-3)
+    ratio = figures[f"{key}/packed"]["median"] / figures[f"{key}/padded"]["median"]
+    assert figures[f"{key}/ratio_over_target"]["median"] == pytest.approx(
+        ratio / figures[f"{key}/target_ratio"]["median"]
+    )
+
+
+def test_mfu_is_model_flops_over_the_measured_peak():
+    figures = dit_compute.mfu_figures(SHAPES, "tiny", repeats=1, steps=1, rows=2, max_tokens=32)
+    mfu, rate = figures["dit_mfu/tiny"], figures["dit_model_flops_per_s/tiny"]
+    assert 0 < mfu["median"] < 1
+    assert mfu["median"] == pytest.approx(rate["median"] / mfu["config"]["peak_matmul_flops"])
+
+
+def test_probe_captions_are_distinct_and_parse():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from dit_probe import probe_captions
+
+    from videodiff.data.synthetic import parse_caption
+
+    captions = probe_captions(24)
+    assert len(set(captions)) == 24
+    assert all(len(parse_caption(c)[0]) == 1 for c in captions)
