@@ -116,6 +116,12 @@ class GroupPlan:
             q_index = self.q_pos[self.q_starts[members][:, None] + torch.arange(lq, device=device)]  # (G, lq)
             k_index = self.k_pos[self.k_starts[members][:, None] + torch.arange(lk, device=device)]  # (G, lk)
             self.buckets.append((q_index, k_index))
+        # The buckets' outputs are concatenated, then gathered back to row order in one index_select: one
+        # scatter per layer instead of one per bucket, and gathers whose backward is a cheap index_add.
+        # Queries outside every bucket (padding, or no key in their group) read an appended zero row.
+        concat = torch.cat([q.reshape(-1) for q, _ in self.buckets]) if self.buckets else self.q_pos[:0]
+        self.inverse = torch.full((self.q_groups.numel(),), len(concat), dtype=torch.long, device=device)
+        self.inverse[concat] = torch.arange(len(concat), device=device)
 
     def _prepare_flex(self) -> None:
         from torch.nn.attention.flex_attention import create_block_mask
@@ -142,7 +148,6 @@ class GroupPlan:
 
     def _varlen(self, q, k, v):
         q_flat, k_flat, v_flat = _flatten(q), _flatten(k), _flatten(v)
-        out = torch.zeros_like(q_flat)
         if q.is_cuda and flash_attn_available():
             from flash_attn import flash_attn_varlen_func
 
@@ -155,13 +160,20 @@ class GroupPlan:
                 self.max_q,
                 self.max_k,
             )
-            return _unflatten(out.index_put((self.q_pos,), attended), q.shape[0])
-        for q_index, k_index in self.buckets:
-            attended = F.scaled_dot_product_attention(
-                q_flat[q_index].transpose(1, 2), k_flat[k_index].transpose(1, 2), v_flat[k_index].transpose(1, 2)
-            )  # (G, H, lq, Dh)
-            out = out.index_put((q_index.reshape(-1),), attended.transpose(1, 2).reshape(-1, *q_flat.shape[1:]))
-        return _unflatten(out, q.shape[0])
+            return _unflatten(torch.zeros_like(q_flat).index_put((self.q_pos,), attended), q.shape[0])
+        heads, dim = q_flat.shape[1:]
+
+        def gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # (G, n) -> (G, H, n, Dh)
+            return x.index_select(0, index.reshape(-1)).view(*index.shape, heads, dim).transpose(1, 2)
+
+        parts = [
+            F.scaled_dot_product_attention(gather(q_flat, qi), gather(k_flat, ki), gather(v_flat, ki))
+            .transpose(1, 2)
+            .reshape(-1, heads, dim)  # (G lq, H, Dh)
+            for qi, ki in self.buckets
+        ]
+        parts.append(q_flat.new_zeros(1, heads, dim))
+        return _unflatten(torch.cat(parts).index_select(0, self.inverse), q.shape[0])
 
     def _flex(self, q, k, v):
         from torch.nn.attention.flex_attention import flex_attention

@@ -57,9 +57,11 @@ class PackedBatch:
 
     def gather(self, per_video: torch.Tensor) -> torch.Tensor:
         """(N, ...) per-video values -> (R, L, ...) per token, zeros at padding."""
-        index = self.video_ids.clamp_min(0)
-        values = per_video[index]
-        return values * self.mask.reshape(*self.mask.shape, *([1] * (values.ndim - 2))).to(values.dtype)
+        # Padding reads an appended zero row (no mask multiply over every token), and index_select's backward
+        # is an index_add, where advanced indexing's is an accumulating index_put that dominated the CPU step.
+        padded = torch.cat([per_video, per_video.new_zeros(1, *per_video.shape[1:])])
+        index = torch.where(self.video_ids >= 0, self.video_ids, len(per_video))
+        return padded.index_select(0, index.reshape(-1)).view(*index.shape, *per_video.shape[1:])
 
     def to(self, device: torch.device | str) -> PackedBatch:
         return PackedBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
