@@ -87,3 +87,24 @@ def write_training_logs(demo):
         logger.log_metrics({"val/loss": 0.25, "val/psnr": 20.0, "val/ssim": 0.5}, step=29)
         logger.log_metrics({"samples/fidelity_color": 0.5, "samples/fidelity_shape": 1.0}, step=29)
         logger.save()
+
+
+def test_a_stage_run_again_is_reported_by_its_latest_run_only(tmp_path):
+    from videodiff.commands.report import read_timings
+
+    log = tmp_path / "timings.jsonl"
+    records = [
+        {"stage": "autoencoder", "seconds": 700.0, "command": "fit ae"},
+        {"stage": "dit-joint", "seconds": 2112.3, "command": "fit dit"},
+        {"stage": "samples-joint", "seconds": 21.0, "command": "sample"},
+        {"stage": "dit-joint", "seconds": 813.3, "command": "fit dit again"},  # its checkpoint was removed
+        {"stage": "samples-joint", "seconds": 13.0, "command": "sample again"},
+    ]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    got = read_timings(log)
+    assert [(r["stage"], r["seconds"]) for r in got] == [
+        ("autoencoder", 700.0),
+        ("dit-joint", 813.3),
+        ("samples-joint", 13.0),
+    ]
+    assert read_timings(tmp_path / "missing.jsonl") == []

@@ -108,6 +108,19 @@ TRAINING_PANELS = {
 }
 
 
+def read_timings(path: Path) -> list[dict]:
+    """The stage records, a stage that ran again (``FORCE=1``, or its output removed) by its latest run only,
+    in the order the latest runs happened: the table and its total describe what produced the outputs."""
+    if not path.exists():
+        return []
+    latest = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        latest.pop(record["stage"], None)
+        latest[record["stage"]] = record
+    return list(latest.values())
+
+
 def training_summary(demo: Path, timings: list[dict], media: Path) -> dict:
     """Loss and metric plots (PNG) of the autoencoder and of every DiT run, and a throughput row per run.
 
@@ -319,7 +332,7 @@ def report(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.out or demo / "report")
     out.mkdir(parents=True, exist_ok=True)
     timings_file = demo / "timings.jsonl"
-    timings = [json.loads(line) for line in timings_file.read_text().splitlines()] if timings_file.exists() else []
+    timings = read_timings(timings_file)
     ae = evaluate_autoencoder(args, demo, out)
     training = training_summary(demo, timings, out)
     samples = {d.name.removeprefix("samples-"): evaluate_samples(demo, d, out) for d in sample_dirs}
