@@ -94,6 +94,7 @@ def mfu_figures(
     groups = steady_batches([tokens_of(tuple(v.shape[1:])) for v in videos], max_tokens, rows)[:steps]
     batches: list[PackedBatch] = [pack([videos[i] for i in group], PATCH, max_tokens).to(device) for group in groups]
     flops = sum(dit_training_flops(model, b) for b in batches)
+    real = sum(int(b.mask.sum()) for b in batches)
 
     def run() -> float:
         _sync(device)
@@ -117,10 +118,8 @@ def mfu_figures(
         "size": size,
         "steps": len(batches),
         "batching": f"PackedRows({max_tokens}, {rows}) batches of the mix",
-        "padding_fraction": round(
-            1 - sum(int(b.mask.sum()) for b in batches) / sum(b.mask.numel() for b in batches), 4
-        ),
-        "real_tokens": int(sum(int(b.mask.sum()) for b in batches)),
+        "padding_fraction": round(1 - real / sum(b.mask.numel() for b in batches), 4),
+        "real_tokens": real,
         "model_flops": flops,
         "flops": "matmuls on real tokens (closed form, videodiff.models.flops), backward = 2 x forward",
         "peak_matmul_flops": peak,

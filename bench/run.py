@@ -116,13 +116,18 @@ def write(out: Path, figures: dict) -> None:
     print(f"wrote {path} and {out / 'results.md'}")
 
 
+def recorded_shapes(path: str) -> list[tuple[int, int, int]]:
+    """Latent (T, H, W) shapes saved by ``--save-shapes``."""
+    return [tuple(s) for s in json.loads(Path(path).read_text())]
+
+
 def packing_benchmarks(repeats: int, device: str, sizes: list[str], shapes_file: str | None) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     import packing  # bench/packing.py
 
     figures = {}
     if shapes_file:  # a machine without the video stack (e.g. a bare GPU box) reuses a recorded mix
-        shapes = [tuple(s) for s in json.loads(Path(shapes_file).read_text())]
+        shapes = recorded_shapes(shapes_file)
     else:
         shapes = packing.dataset_mix()
         figures = packing.padding_figures(shapes)
@@ -197,8 +202,7 @@ def main() -> None:
         if args.only in (None, "mfu"):
             import packing
 
-            shapes = [tuple(s) for s in json.loads(Path(args.shapes).read_text())] if args.shapes else None
-            shapes = shapes or packing.dataset_mix()
+            shapes = recorded_shapes(args.shapes) if args.shapes else packing.dataset_mix()
             dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
             for size in args.sizes.split(","):
                 steps, rows = (10, 4) if args.device == "cuda" else ((2, 4) if size == "tiny" else (1, 2))

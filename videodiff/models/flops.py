@@ -9,6 +9,7 @@ embeddings are a few percent); ``tests/models/test_flops.py`` checks the count a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import torch
@@ -69,8 +70,6 @@ def peak_matmul_flops(
     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, size: int = 2048
 ) -> float:
     """The machine's measured matrix-multiply FLOP/s (best of several square products): MFU's denominator."""
-    import time
-
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
