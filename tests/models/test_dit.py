@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from videodiff.models.attention import GroupPlan, attention_groups
-from videodiff.models.dit.embeddings import Rope3D
+from videodiff.models.dit.embeddings import LabelEmbedder, Rope3D
 from videodiff.models.dit.model import DiT, DiTBlock, parameter_counts
 from videodiff.packing.pack import TokenDropping, kept_masks, pack, unpack
 
@@ -184,3 +184,21 @@ def test_parameter_counts_and_presets():
         m = DiT(text_dim=8)
         b = pack(videos(), PATCH, 24)
         m(b.tokens, torch.arange(4), b)
+
+
+def test_label_sets_add_up_and_one_set_is_a_plain_class_table():
+    single = LabelEmbedder(5, 8)
+    labels = torch.tensor([0, 4, 5, 2])
+    torch.testing.assert_close(single(labels), single.table.weight[labels])  # DiT's class embedding (5 = null)
+    assert single.table.weight.shape == (6, 8)  # the same parameter as before several sets existed
+    sets = LabelEmbedder([3, 2], 8)
+    e = lambda a, b: sets(torch.tensor([[a, b]]))  # noqa: E731
+    # Additive: changing one set's label moves the vector by the same amount whatever the other set holds,
+    # so a combination never seen in training still gets its attributes' vectors.
+    torch.testing.assert_close(e(0, 1) - e(0, 0), e(2, 1) - e(2, 0))
+    torch.testing.assert_close(e(1, 2) - e(0, 2), e(1, 0) - e(0, 0))
+    assert not torch.allclose(e(0, 0), e(1, 0)) and not torch.allclose(e(0, 0), e(0, 1))
+    with pytest.raises(ValueError, match="out of range"):
+        sets(torch.tensor([[0, 3]]))  # the second set has 2 classes + null: 3 would read another set's row
+    with pytest.raises(ValueError, match="2 label sets"):
+        sets(torch.tensor([0, 1]))

@@ -9,6 +9,7 @@ from videodiff.data.sizing import SizingError
 from videodiff.diffusion import classifier_free_guidance
 from videodiff.errors import ConfigError
 from videodiff.models.dit.module import DiTModule
+from videodiff.models.text import CaptionClasses
 from videodiff.packing.pack import pack
 
 # The tests call steps directly, outside a Trainer, where self.log only warns.
@@ -86,7 +87,7 @@ def test_caption_dropout_gives_the_null_condition(autoencoder_ckpt):
     condition = module.condition(CAPTIONS, drop=torch.tensor([True, False, True]))
     assert condition["captions"][0] is None and condition["captions"][2] is None
     assert condition["captions"][1].shape == (len(CAPTIONS[1].split()), 16)
-    assert condition["labels"].tolist() == [3, 1, 3]  # 3 = the null class
+    assert condition["labels"].tolist() == [[3], [1], [3]]  # (videos, label sets); 3 = the null class
     with pytest.raises(ValueError, match="caption_dropout"):
         make_module(autoencoder_ckpt, caption_dropout=1.0)
 
@@ -181,6 +182,35 @@ def test_fit_checkpoint_round_trip_from_the_checkpoint_alone(tmp_path, synthetic
         DiTModule.from_checkpoint(autoencoder_ckpt)
     with pytest.raises(ConfigError, match="model.init_args.autoencoder"):
         make_module(str(tmp_path / "missing.ckpt"))
+
+
+def test_several_label_sets_condition_each_attribute_and_round_trip(tmp_path, autoencoder_ckpt):
+    sets = [CaptionClasses(["red", "green", "blue"]), CaptionClasses(["circle", "square", "triangle"])]
+    module = randomise(make_module(autoencoder_ckpt, labels=sets, ema_decay=None)).eval()  # samples: these weights
+    condition = module.condition(CAPTIONS, drop=torch.tensor([False, True, False]))
+    assert condition["labels"].tolist() == [[0, 0], [3, 3], [1, 2]]  # dropped: every set's null class
+    assert module.hparams["classes"] == [s.classes for s in sets]
+    path = tmp_path / "labels.ckpt"
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
+    sizes = [(3, 16, 16)]
+    expected = module.sample_videos(CAPTIONS[:1], sizes, steps=2, seed=1)
+    loaded = DiTModule.from_checkpoint(path)
+    assert torch.equal(loaded.sample_videos(CAPTIONS[:1], sizes, steps=2, seed=1)[0], expected[0])
+    # The shape label changes the sample: it reaches the network.
+    other = module.sample_videos(["a red square moving left on a black background"], sizes, steps=2, seed=1)
+    assert not torch.equal(other[0], expected[0])
+
+
+def test_checkpoint_with_one_flat_class_list_still_loads(tmp_path, autoencoder_ckpt):
+    """Checkpoints written before several label sets held ``classes`` as one list of names."""
+    module = randomise(make_module(autoencoder_ckpt, ema_decay=None)).eval()
+    hparams = {**module.hparams, "classes": ["circle", "square", "triangle"]}
+    torch.save({"hyper_parameters": hparams, "state_dict": module.state_dict()}, tmp_path / "old.ckpt")
+    loaded = DiTModule.from_checkpoint(tmp_path / "old.ckpt")
+    assert [s.classes for s in loaded.labels] == [["circle", "square", "triangle"]]
+    sizes = [(1, 16, 16)]
+    got = loaded.sample_videos(CAPTIONS[:1], sizes, steps=2, seed=1)[0]
+    assert torch.equal(got, module.sample_videos(CAPTIONS[:1], sizes, steps=2, seed=1)[0])
 
 
 def test_unconditional_model_needs_no_captions(tmp_path):

@@ -80,6 +80,22 @@ def test_caption_classes_take_the_first_named_class():
         assert classes(["a red hexagon", scene], unknown_as_null=True).tolist() == [3, 1]
 
 
+def test_caption_classes_match_phrases_on_whole_words():
+    motions = CaptionClasses(["moving left", "moving right", "still", "growing", "Moving  Up"])
+    assert motions.classes[-1] == "moving up"
+    captions = [
+        "a red circle moving right and a blue square moving left on a black background",
+        "a white square still on a navy background",
+        "A red circle Moving up, on a black background",
+        "a red circle growing and a blue square still on a gray background",
+    ]
+    assert motions(captions).tolist() == [1, 2, 4, 3]
+    with pytest.raises(ValueError, match="names none of the classes"):
+        motions(["a red circle moving sideways", "the stillness of a circle"])  # no class as a whole phrase
+    with pytest.raises(ValueError, match="distinct"):
+        CaptionClasses(["still", "Still"])
+
+
 @pytest.mark.parametrize("make", [lambda: WordTextEncoder(dim=16, layers=1, max_length=8), MiniLMTextEncoder])
 def test_empty_and_overlong_captions(make, recwarn):
     encoder = make()

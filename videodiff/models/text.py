@@ -231,17 +231,27 @@ def warn_truncated(encoder: nn.Module, length: int, limit: int, unit: str) -> No
 
 
 class CaptionClasses:
-    """Class labels from captions: the first class name a caption mentions (its first-named subject).
+    """Class labels from captions: the class a caption names first (its first-named subject's attribute).
+
+    A class is a word or a phrase (``"moving left"``), matched on whole words, so one label set can hold a
+    colour, a shape or a motion of the built-in grammar. Several sets condition one DiT side by side (each
+    has its own embedding, summed into adaLN; ``DiTModule(labels=[...])``), so combinations never trained
+    together still have a label each.
 
     Args:
-        classes: the class names (single words, e.g. the built-in dataset's shapes).
+        classes: the class names (words or phrases, e.g. the built-in dataset's shapes).
     """
 
     def __init__(self, classes: list[str]):
         if not classes:
             raise ValueError("CaptionClasses: give at least one class name")
-        self.classes = [c.lower() for c in classes]
+        self.classes = [" ".join(words(c)) for c in classes]
+        if len(set(self.classes)) != len(self.classes) or "" in self.classes:
+            raise ValueError(f"CaptionClasses: class names must be distinct and non-empty, got {classes}")
         self.index = {c: i for i, c in enumerate(self.classes)}
+        # Longest phrase first, so "moving left" is not read as a shorter class that starts it.
+        alternatives = "|".join(re.escape(c) for c in sorted(self.classes, key=len, reverse=True))
+        self._pattern = re.compile(rf"(?<![a-z0-9])(?:{alternatives})(?![a-z0-9])")
 
     @property
     def num_classes(self) -> int:
@@ -252,11 +262,12 @@ class CaptionClasses:
         ``num_classes`` with a warning, so one odd caption in a dataset does not end a run mid-epoch."""
         labels = []
         for caption in captions:
-            found = next((self.index[w] for w in words(caption) if w in self.index), None)
-            if found is None:
+            match = self._pattern.search(" ".join(words(caption)))
+            if match is None:
                 if not unknown_as_null:
                     raise ValueError(f"caption {caption!r} names none of the classes {self.classes}")
                 warnings.warn(f"caption {caption!r} names none of the classes; trained as unconditional", stacklevel=2)
-                found = self.num_classes
-            labels.append(found)
+                labels.append(self.num_classes)
+            else:
+                labels.append(self.index[match.group(0)])
         return torch.tensor(labels, dtype=torch.long)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -32,15 +33,33 @@ class TimestepEmbedder(nn.Module):
 
 
 class LabelEmbedder(nn.Module):
-    """Class labels -> (N, hidden); label ``num_classes`` is the null class (classifier-free guidance)."""
+    """Class labels -> (N, hidden); label ``num_classes`` is the null class (classifier-free guidance).
 
-    def __init__(self, num_classes: int, hidden_size: int):
+    Several label sets (e.g. colour, shape, motion) each get their own rows of one table, and a video's
+    embeddings are summed, so each attribute is learned on its own and any combination has a conditioning
+    vector. With one set this is DiT's class embedding (the same parameter and shape).
+    """
+
+    def __init__(self, num_classes: int | Sequence[int], hidden_size: int):
         super().__init__()
+        sizes = [num_classes] if isinstance(num_classes, int) else list(num_classes)
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"LabelEmbedder: every label set needs at least one class, got {num_classes}")
         self.num_classes = num_classes
-        self.table = nn.Embedding(num_classes + 1, hidden_size)
+        self.table = nn.Embedding(sum(n + 1 for n in sizes), hidden_size)
+        starts = torch.tensor([0] + [n + 1 for n in sizes[:-1]]).cumsum(0)
+        self.register_buffer("offsets", starts, persistent=False)  # first row of each set in the table
+        self.register_buffer("sizes", torch.tensor(sizes), persistent=False)
 
     def forward(self, labels: torch.Tensor) -> torch.Tensor:
-        return self.table(labels)
+        """(N,) labels of one set, or (N, K) of K sets -> (N, hidden)."""
+        labels = labels[:, None] if labels.dim() == 1 else labels  # (N, K)
+        if labels.shape[1] != len(self.sizes):
+            raise ValueError(f"expected labels of {len(self.sizes)} label sets, got {labels.shape[1]}")
+        if ((labels < 0) | (labels > self.sizes)).any():  # label n of a set of n is its null class
+            sizes = self.sizes.tolist()
+            raise ValueError(f"labels out of range: sets of {sizes} classes (+1 null), got {labels.tolist()}")
+        return self.table(labels + self.offsets).sum(dim=1)
 
 
 class CaptionProjection(nn.Module):

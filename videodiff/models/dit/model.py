@@ -116,7 +116,8 @@ class DiT(nn.Module):
     Args:
         in_channels: latent channels C.
         text_dim: width of caption token states; None disables cross-attention.
-        num_classes: enable class conditioning through adaLN (label ``num_classes`` is the null class).
+        num_classes: enable class conditioning through adaLN (label ``num_classes`` is the null class); a
+            list gives several label sets (one label per set and video), their embeddings summed.
         learn_sigma: output 2 x the patch features (prediction, then variance values) for learned variance.
         patch_size: (pt, ph, pw).
         size: a preset from ``PRESETS``; ``hidden_size``, ``depth`` and ``num_heads`` override it.
@@ -134,7 +135,7 @@ class DiT(nn.Module):
         self,
         in_channels: int = 4,
         text_dim: int | None = None,
-        num_classes: int | None = None,
+        num_classes: int | list[int] | None = None,
         learn_sigma: bool = True,
         patch_size: tuple[int, int, int] = (1, 2, 2),
         size: SizeName = "tiny",
@@ -225,7 +226,7 @@ class DiT(nn.Module):
         cond = self.timestep(timesteps)
         if self.labels is not None:
             if labels is None:
-                raise ValueError("this DiT is class-conditional: pass labels (num_classes = null class)")
+                raise ValueError("this DiT is class-conditional: pass labels, (N,) or (N, sets) (num_classes = null)")
             cond = cond + self.labels(labels)
         if self.pooled is not None:
             if captions is None or len(captions) != len(timesteps):
@@ -266,7 +267,7 @@ class DiT(nn.Module):
             timesteps: (N,) one per video.
             batch: the packing layout (``batch.tokens`` itself is not read).
             captions: per video, (n_i, text_dim) token states or None for the null caption.
-            labels: (N,) class labels when class-conditional.
+            labels: (N,) class labels, or (N, sets) with several label sets, when class-conditional.
         Returns:
             (R, L, patch_dim * out_factor), zeros at padding.
         """

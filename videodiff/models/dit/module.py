@@ -30,8 +30,13 @@ from videodiff.packing.patchify import token_grid
 
 # (in_channels, text_dim, num_classes, learn_sigma) -> DiT: the module supplies what the rest of the system
 # decides, the config states the backbone's own choices (size, attention layout, patch, positions...).
-BackboneFactory = Callable[[int, int | None, int | None, bool], DiT]
+BackboneFactory = Callable[[int, int | None, list[int] | None, bool], DiT]
 Size = tuple[int, int, int]  # (frames, height, width) in pixels
+
+
+def label_sets(classes: list[str] | list[list[str]]) -> list[list[str]]:
+    """A checkpoint's label classes as a list of sets (checkpoints before several sets held one flat list)."""
+    return [classes] if all(isinstance(c, str) for c in classes) else classes
 
 
 class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
@@ -46,7 +51,8 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
             weights are frozen and stored in this module's checkpoints, so sampling needs one file.
         text_encoder: caption conditioning; frozen encoders are cached per caption and kept out of
             checkpoints, trainable ones (``WordTextEncoder``) train with the DiT.
-        labels: class-label conditioning from captions (adaLN), instead of or beside text.
+        labels: class-label conditioning from captions (adaLN), instead of or beside text; a list of label
+            sets (e.g. colour, shape, motion) conditions on each, their embeddings summed.
         diffusion: the Gaussian diffusion (default: DiT's linear schedule, epsilon, learned variance).
         caption_dropout: share of videos trained with the null condition (classifier-free guidance).
         dropping: NaViT token dropping during training.
@@ -67,7 +73,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         backbone: BackboneFactory,
         autoencoder: str | VideoAutoencoder,
         text_encoder: TextEncoder | None = None,
-        labels: CaptionClasses | None = None,
+        labels: CaptionClasses | list[CaptionClasses] | None = None,
         diffusion: GaussianDiffusion | None = None,
         caption_dropout: float = 0.1,
         dropping: TokenDropping | None = None,
@@ -102,14 +108,16 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         self.diffusion = diffusion or GaussianDiffusion(variance="learned_range")
         self.autoencoder = autoencoder.requires_grad_(False).eval()
         self.register_buffer("latent_scale", torch.tensor(float(latent_scale)))
-        self.text_encoder, self.labels, self.dropping = text_encoder, labels, dropping
+        if isinstance(labels, CaptionClasses):
+            labels = [labels]
+        self.text_encoder, self.labels, self.dropping = text_encoder, labels or None, dropping
         self.captions = (
             CaptionCache(text_encoder, caption_cache) if text_encoder is not None and text_encoder.frozen else None
         )
         self.backbone = backbone(
             autoencoder.latent_channels,
             text_encoder.dim if text_encoder is not None else None,
-            labels.num_classes if labels is not None else None,
+            [s.num_classes for s in self.labels] if self.labels else None,
             self.diffusion.learned_variance,
         )
         self.ema = None
@@ -120,7 +128,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         self.hparams["backbone_config"] = self.backbone.config
         self.hparams["autoencoder_config"] = autoencoder.config
         self.hparams["text_encoder_config"] = text_encoder.config if text_encoder is not None else None
-        self.hparams["classes"] = labels.classes if labels is not None else None
+        self.hparams["classes"] = [s.classes for s in self.labels] if self.labels else None
         self.hparams["diffusion_config"] = {
             "schedule": self.diffusion.schedule_name,
             "num_timesteps": self.diffusion.num_timesteps,
@@ -148,7 +156,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
             backbone=backbone,
             autoencoder=VideoAutoencoder(**hparams.pop("autoencoder_config")),
             text_encoder=build_text_encoder(text_config) if text_config else None,
-            labels=CaptionClasses(classes) if classes else None,
+            labels=[CaptionClasses(c) for c in label_sets(classes)] if classes else None,
             diffusion=GaussianDiffusion(**hparams.pop("diffusion_config")),
             dropping=TokenDropping(**dropping) if dropping else None,
             **hparams,
@@ -215,8 +223,8 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
             states = iter(encode(kept, device=self.device) if kept else [])
             kwargs["captions"] = [None if d else next(states) for d in drop.tolist()]
         if self.labels is not None:
-            labels = self.labels(captions, unknown_as_null=data).masked_fill(drop, self.labels.num_classes)  # null
-            kwargs["labels"] = labels.to(self.device)
+            labels = [s(captions, unknown_as_null=data).masked_fill(drop, s.num_classes) for s in self.labels]  # null
+            kwargs["labels"] = torch.stack(labels, dim=1).to(self.device)  # (N, sets)
         return kwargs
 
     def model_fn(self, network: DiT, packed: PackedBatch, condition: dict) -> Callable:
