@@ -15,10 +15,12 @@ import subprocess
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from packing import summary, timed_interleaved  # bench/packing.py (run.py puts bench/ on the path)
 
 from videodiff.models.dit.model import PRESETS, DiT
 from videodiff.packing.pack import pack
@@ -115,7 +117,7 @@ def reference_figures(
             loss = F.mse_loss(out[..., : packed.tokens.shape[-1]].float(), packed.tokens)
         loss.backward()
 
-    def rate(model, step) -> dict:
+    def rate(model, step) -> Callable[[], float]:
         optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def run() -> float:
@@ -130,9 +132,7 @@ def reference_figures(
                 torch.cuda.synchronize()
             return steps * batch / (time.perf_counter() - start)
 
-        run()  # warm-up
-        values = sorted(run() for _ in range(repeats))
-        return {"median": values[len(values) // 2], "min": values[0], "max": values[-1], "repeats": repeats}
+        return run
 
     config = {
         "preset": f"DiT-{size}/2 ({hidden} x {depth}, {heads} heads), class-conditional, learned sigma",
@@ -148,10 +148,11 @@ def reference_figures(
         "videodiff_positions": "sincos (the reference's fixed sin-cos table), attention backend auto",
     }
     key = f"reference_dit_train_images_per_s/{size}"
-    figures = {
-        f"{key}/reference": {**rate(reference, reference_step), "unit": "images/s", "config": config},
-        f"{key}/videodiff": {**rate(ours, our_step), "unit": "images/s", "config": config},
-    }
-    ratio = figures[f"{key}/videodiff"]["median"] / figures[f"{key}/reference"]["median"]
-    figures[f"{key}/ratio_videodiff_over_reference"] = {"median": ratio, "unit": "x", "config": config}
+    # Side by side in every round (see packing.timed_interleaved), and the ratio paired per round.
+    rates = timed_interleaved(
+        {"reference": rate(reference, reference_step), "videodiff": rate(ours, our_step)}, repeats
+    )
+    figures = {f"{key}/{name}": {**summary(v), "unit": "images/s", "config": config} for name, v in rates.items()}
+    ratio = summary([o / r for o, r in zip(rates["videodiff"], rates["reference"], strict=True)])
+    figures[f"{key}/ratio_videodiff_over_reference"] = {**ratio, "unit": "x", "config": config}
     return figures

@@ -106,3 +106,25 @@ def test_backend_resolution():
     assert resolve_backend("loop", cpu, 1, 1) == "loop"
     with pytest.raises(ValueError, match="unknown attention backend"):
         resolve_backend("xformers", cpu, 1, 1)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "varlen"])
+def test_one_unpadded_group_per_row_needs_no_mask_and_equals_the_loop(backend):
+    from videodiff.models.attention import GroupPlan
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(3, 2, 16, 8, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    groups = torch.arange(3)[:, None].expand(3, 16)  # row r is group r, every token real
+    plan = GroupPlan(groups, backend=backend)
+    assert plan.all_have_keys and (backend != "sdpa" or plan.dense_mask is None)
+    out = plan(q, k, v)
+    expected = group_attention(q, k, v, groups, backend="loop")
+    torch.testing.assert_close(out, expected)
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    torch.testing.assert_close(grads, torch.autograd.grad(expected.sum(), (q, k, v)))
+    # With one padded token the mask (and the zeroing) come back.
+    padded = groups.clone()
+    padded[0, -1] = -1
+    plan = GroupPlan(padded, backend=backend)
+    assert not plan.all_have_keys and (backend != "sdpa" or plan.dense_mask is not None)
+    assert (plan(q, k, v)[0, :, -1] == 0).all()

@@ -202,3 +202,24 @@ def test_label_sets_add_up_and_one_set_is_a_plain_class_table():
         sets(torch.tensor([[0, 3]]))  # the second set has 2 classes + null: 3 would read another set's row
     with pytest.raises(ValueError, match="2 label sets"):
         sets(torch.tensor([0, 1]))
+
+
+def test_one_video_per_row_modulation_equals_the_gathered_one():
+    """Padded rows broadcast adaLN values over the row; outputs and gradients equal the per-token gather."""
+    model = randomize(DiT(in_channels=4, patch_size=PATCH, depth=2, num_classes=5))
+    vids, timesteps, labels = videos(), torch.tensor([5, 300, 600, 900]), torch.tensor([0, 1, 5, 3])
+    results = []
+    for broadcast in (True, False):
+        batch = pack(vids, PATCH, 18, one_per_row=True)
+        assert batch.one_video_per_row()
+        batch._one_per_row = broadcast  # False: take the general gather path on the same batch
+        tokens = batch.tokens.clone().requires_grad_(True)
+        out = model(tokens, timesteps, batch, labels=labels)
+        out.pow(2).sum().backward()
+        results.append((out.detach(), tokens.grad, batch.mask))
+        model.zero_grad()
+    (fast, fast_grad, mask), (slow, slow_grad, _) = results
+    assert mask.logical_not().any()  # some rows are padded
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast_grad, slow_grad, rtol=1e-5, atol=1e-5)
+    assert (fast[~mask] == 0).all()

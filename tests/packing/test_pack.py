@@ -110,3 +110,15 @@ def test_dropping_rate_range_and_validation():
     assert 0.2 <= min(rates) < 0.3 and 0.5 < max(rates) <= 0.6
     with pytest.raises(ValueError, match=r"rate must lie in \[0, 1\)"):
         TokenDropping(rate=1.0)
+
+
+def test_per_token_broadcasts_only_when_every_row_holds_one_video_from_its_start():
+    per_video = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    shared = pack(_videos(), (1, 2, 2), max_tokens=24, num_rows=3)
+    assert not shared.one_video_per_row()
+    assert torch.equal(shared.per_token(per_video), shared.gather(per_video))
+    alone = pack(_videos(), (1, 2, 2), max_tokens=24, one_per_row=True)
+    assert alone.one_video_per_row() and alone.per_token(per_video).shape == (4, 1, 1)
+    # Row i holds video i, so at every real token the broadcast value is the gathered one.
+    expanded = alone.per_token(per_video).expand(*alone.video_ids.shape, 1)
+    assert torch.equal(expanded[alone.mask], alone.gather(per_video)[alone.mask])

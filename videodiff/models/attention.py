@@ -89,10 +89,14 @@ class GroupPlan:
         # Queries with at least one key of their group (others return zeros): (R, L). Group ids are unique
         # across the batch and never span rows, so membership can be tested batch-wide.
         self.has_key = (self.q_groups >= 0) & torch.isin(self.q_groups, self.kv_groups)
+        # Every query has keys (no padding): the outputs need no zeroing (one multiply less per layer).
+        self.all_have_keys = bool(self.has_key.all())
         if self.backend == "sdpa":
             same = self.q_groups[:, :, None] == self.kv_groups[:, None, :]  # (R, L, S)
             # A query with no key would give NaN; let it attend to everything and zero it afterwards.
             self.dense_mask = (same | ~self.has_key[:, :, None])[:, None]  # (R, 1, L, S)
+            if bool(self.dense_mask.all()):  # one unpadded group per row (DiT's image layout): no mask to apply
+                self.dense_mask = None
         elif self.backend == "varlen":
             self._prepare_varlen()
         elif self.backend == "flex":
@@ -144,7 +148,7 @@ class GroupPlan:
             out = self._varlen(q, k, v)
         else:
             out = self._flex(q, k, v)
-        return out * self.has_key[:, None, :, None].to(out.dtype)
+        return out if self.all_have_keys else out * self.has_key[:, None, :, None].to(out.dtype)
 
     def _varlen(self, q, k, v):
         q_flat, k_flat, v_flat = _flatten(q), _flatten(k), _flatten(v)

@@ -63,6 +63,29 @@ class PackedBatch:
         index = torch.where(self.video_ids >= 0, self.video_ids, len(per_video))
         return padded.index_select(0, index.reshape(-1)).view(*index.shape, *per_video.shape[1:])
 
+    def one_video_per_row(self) -> bool:
+        """Row i holds video i alone, from its first token (padded batches, an image batch, one video).
+
+        Computed once per batch and kept (a batch's layout never changes), so callers inside compiled or
+        repeated code read a Python bool instead of syncing on a tensor comparison each time."""
+        if "_one_per_row" not in self.__dict__:
+            n = self.num_videos
+            in_order = torch.arange(n, device=self.rows.device)
+            self._one_per_row = n == self.video_ids.shape[0] and bool(
+                ((self.rows == in_order) & (self.offsets == 0)).all()
+            )
+        return self._one_per_row
+
+    def per_token(self, per_video: torch.Tensor) -> torch.Tensor:
+        """(N, ...) per-video values that broadcast against (R, L, ...) tokens.
+
+        With one video per row this is a (R, 1, ...) view, so the per-token copy and its backward are
+        skipped (DiT's own image layout); padding tokens then read their row's values instead of zeros,
+        which only suits per-token maps whose padding outputs are discarded (adaLN modulation). Otherwise
+        it is ``gather``.
+        """
+        return per_video[:, None] if self.one_video_per_row() else self.gather(per_video)
+
     def to(self, device: torch.device | str) -> PackedBatch:
         return PackedBatch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 

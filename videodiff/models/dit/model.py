@@ -81,7 +81,8 @@ class DiTBlock(nn.Module):
 
     def forward(self, x, cond, batch: PackedBatch, plans: dict, rope=None, context=None):
         """``plans`` maps each layout (and ``"cross"``) to its ``GroupPlan``; ``context`` is (R, S, C) tokens."""
-        mods = batch.gather(self.modulation(cond)).chunk(3 * (len(self.layouts) + 1), dim=-1)  # each (R, L, C)
+        # Each (R, L, C), or (R, 1, C) with one video per row; padding outputs are masked by the DiT.
+        mods = batch.per_token(self.modulation(cond)).chunk(3 * (len(self.layouts) + 1), dim=-1)
         for i, (layout, norm, attn) in enumerate(zip(self.layouts, self.norms, self.attns, strict=True)):
             shift, scale, gate = mods[3 * i : 3 * i + 3]
             x = x + gate * attn(modulate(norm(x), shift, scale), plans[layout], rope=rope)
@@ -102,7 +103,7 @@ class FinalLayer(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x, cond, batch: PackedBatch):
-        shift, scale = batch.gather(self.modulation(cond)).chunk(2, dim=-1)
+        shift, scale = batch.per_token(self.modulation(cond)).chunk(2, dim=-1)
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
@@ -271,6 +272,7 @@ class DiT(nn.Module):
         Returns:
             (R, L, patch_dim * out_factor), zeros at padding.
         """
+        batch.one_video_per_row()  # decided once, here, for every block's modulation (not inside compiled blocks)
         # One plan per layout, shared by every block (masks, sort orders and buckets are built once).
         layouts = {layout for block in self.blocks for layout in block.layouts}
         plans = {
