@@ -45,7 +45,6 @@ class LabelEmbedder(nn.Module):
         sizes = [num_classes] if isinstance(num_classes, int) else list(num_classes)
         if not sizes or min(sizes) < 1:
             raise ValueError(f"LabelEmbedder: every label set needs at least one class, got {num_classes}")
-        self.num_classes = num_classes
         self.table = nn.Embedding(sum(n + 1 for n in sizes), hidden_size)
         starts = torch.tensor([0] + [n + 1 for n in sizes[:-1]]).cumsum(0)
         self.register_buffer("offsets", starts, persistent=False)  # first row of each set in the table
