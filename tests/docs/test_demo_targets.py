@@ -1,0 +1,54 @@
+"""The demo's variants are Makefile variables; ``make -n`` shows the commands each would run."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+
+def dry_run(tmp_path: Path, *variables: str) -> str:
+    """What ``make demo`` would run into an empty run directory (every stage, none skipped)."""
+    done = subprocess.run(
+        ["make", "-n", "-C", str(ROOT), "demo", f"DEMO_DIR={tmp_path}", *variables], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def fit_line(output: str, stage: str) -> str:
+    [line] = [line for line in output.replace("\\\n", " ").splitlines() if f"--name {stage} -- " in line]
+    return line
+
+
+def test_default_demo_trains_the_tiny_dit(tmp_path):
+    output = dry_run(tmp_path)
+    dit = fit_line(output, "dit-joint")
+    assert "--trainer.max_steps=4000" in dit and "hidden_size" not in dit and "depth" not in dit
+    assert f"--out {tmp_path}/samples-joint" in output
+    assert "-long" not in output
+
+
+def test_long_demo_adds_the_wide_dit_beside_the_default(tmp_path):
+    output = dry_run(tmp_path, "DEMO=long")
+    dit = fit_line(output, "dit-joint-long")
+    for override in ("hidden_size=128", "depth=6", "--trainer.max_steps=16000", "filename=dit-joint-long"):
+        assert override in dit
+    # Same data, VAE and latents as the default run, so the report compares the two DiTs on one first stage.
+    assert fit_line(output, "autoencoder").count("--trainer.max_steps=4000") == 1
+    assert f"--ckpt {tmp_path}/dit-joint-long.ckpt" in output
+    assert f"--out {tmp_path}/samples-joint-long" in output
+
+
+def test_quick_demo_is_short_and_variables_still_override(tmp_path):
+    quick = dry_run(tmp_path, "DEMO=quick")
+    assert "--trainer.max_steps=200" in fit_line(quick, "autoencoder")
+    assert "--trainer.max_steps=300" in fit_line(quick, "dit-joint")
+    long_factorised = dry_run(tmp_path, "DEMO=long", "DIT_STEPS=20000", "DIT_ATTENTION=factorised")
+    assert "--trainer.max_steps=20000" in fit_line(long_factorised, "dit-factorised-long")
