@@ -5,6 +5,11 @@
 and prints the per-attribute accuracy of ``videodiff.metrics.caption_fidelity`` with the counts behind
 it. The demo's report scores six prompts; this probe scores more, so recipes can be compared with less
 noise. Shape and motion are only judged where the colour was found, so read them beside ``color``.
+
+``--manifest TRAIN_MANIFEST`` (the latent cache's or the video manifest) also splits the figures into prompts
+that are training captions and novel ones; with ``--training-prompts`` the prompts are the manifest's own
+one-object training captions. A network that follows these but not novel prompts has memorised its clips
+rather than learned to compose the attributes.
 """
 
 from __future__ import annotations
@@ -16,7 +21,17 @@ import time
 
 import numpy as np
 
-from videodiff.data.synthetic import BACKGROUNDS, COLORS, LOW_CONTRAST, MOTIONS, SHAPES, SceneObject, caption_for
+from videodiff.data.manifest import read_manifest
+from videodiff.data.synthetic import (
+    BACKGROUNDS,
+    COLORS,
+    LOW_CONTRAST,
+    MOTIONS,
+    SHAPES,
+    SceneObject,
+    caption_for,
+    parse_caption,
+)
 from videodiff.data.transforms import to_frames
 from videodiff.metrics.caption_fidelity import ATTRIBUTES, score_video
 from videodiff.models.dit.module import DiTModule
@@ -33,6 +48,16 @@ def probe_captions(num: int, seed: int = 0) -> list[str]:
     ]
 
 
+def training_captions(manifest: str) -> list[str]:
+    """The distinct captions of ``manifest``'s training entries (entries marked ``split: val`` excluded)."""
+    entries = read_manifest(manifest)
+    return list(dict.fromkeys(e.caption for e in entries if e.extra.get("split", "train") != "val"))
+
+
+def accuracies(verdicts: dict[str, list[bool]]) -> dict[str, dict]:
+    return {name: {"accuracy": float(np.mean(v)) if v else None, "scored": len(v)} for name, v in verdicts.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", required=True)
@@ -42,20 +67,35 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    parser.add_argument("--manifest", help="training manifest: also score training captions and novel ones apart")
+    parser.add_argument("--training-prompts", action="store_true", help="prompt with its one-object captions")
     parser.add_argument("--save", help="write the samples side by side to this PNG (middle frame of each)")
     args = parser.parse_args()
     module = DiTModule.from_checkpoint(args.ckpt)
-    captions = probe_captions(args.num, args.seed)
+    if args.training_prompts and not args.manifest:
+        parser.error("--training-prompts needs --manifest")
+    seen = set(training_captions(args.manifest)) if args.manifest else set()
+    if args.training_prompts:
+        one_object = [c for c in training_captions(args.manifest) if len(parse_caption(c)[0]) == 1]
+        captions = one_object[: args.num]
+    else:
+        captions = probe_captions(args.num, args.seed)
     size = tuple(int(v) for v in args.size.split("x"))
     start = time.perf_counter()
     videos = module.sample_videos(
         captions, [size], steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler
     )
-    verdicts: dict[str, list[bool]] = {name: [] for name in ATTRIBUTES}
+    groups = ["all", "seen", "novel"] if args.manifest else ["all"]
+    verdicts = {group: {name: [] for name in ATTRIBUTES} for group in groups}
     for video, caption in zip(videos, captions, strict=True):
+        group = "seen" if caption in seen else "novel"
         for name, values in score_video(to_frames(video), caption).items():
-            verdicts[name] += values
-    result = {name: {"accuracy": float(np.mean(v)) if v else None, "scored": len(v)} for name, v in verdicts.items()}
+            verdicts["all"][name] += values
+            if args.manifest:
+                verdicts[group][name] += values
+    result: dict = accuracies(verdicts["all"])
+    for group in groups[1:]:
+        result[group] = accuracies(verdicts[group])
     result["seconds"] = round(time.perf_counter() - start, 1)
     if args.save:
         from PIL import Image

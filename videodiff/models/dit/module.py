@@ -23,6 +23,7 @@ from videodiff.models.autoencoder.module import AutoencoderModule
 from videodiff.models.checkpoints import load_strict, read_checkpoint
 from videodiff.models.dit.model import DiT
 from videodiff.models.fault_tolerance import FaultTolerantSteps, NonFinitePolicy
+from videodiff.models.lr_schedule import LRSchedule, build_scheduler, check_schedule
 from videodiff.models.text import CaptionCache, CaptionClasses, TextEncoder, build_text_encoder
 from videodiff.models.throughput import StepThroughput
 from videodiff.packing.pack import PackedBatch, TokenDropping, pack, unpack_videos
@@ -57,6 +58,8 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         caption_dropout: share of videos trained with the null condition (classifier-free guidance).
         dropping: NaViT token dropping during training.
         lr, betas, weight_decay, warmup_steps: AdamW with linear warm-up.
+        lr_schedule: after warm-up, ``constant`` or ``cosine`` decay to ``min_lr_ratio`` x lr at the run's last
+            step (``trainer.max_steps``); see ``models/lr_schedule.py``.
         ema_decay: decay of the EMA network used for validation and sampling (None: no EMA).
         caption_cache: a folder for frozen-encoder outputs on disk (memory only when None).
         latent_scale: with a network as ``autoencoder``, the scale its latents are multiplied by.
@@ -81,6 +84,8 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
+        lr_schedule: LRSchedule = "constant",
+        min_lr_ratio: float = 0.1,
         ema_decay: float | None = 0.9999,
         caption_cache: str | None = None,
         latent_scale: float = 1.0,
@@ -90,6 +95,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         super().__init__()
         self.check_nonfinite_policy(on_nonfinite)
         self.on_nonfinite = on_nonfinite
+        check_schedule(lr_schedule, min_lr_ratio)
         if not 0.0 <= caption_dropout < 1.0:
             raise ValueError(f"caption_dropout must be in [0, 1), got {caption_dropout}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
@@ -303,9 +309,12 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
             weight_decay=self.hparams.weight_decay,
             fused=self.device.type == "cuda",  # one kernel for all parameters instead of several per tensor
         )
-        warmup = max(1, self.hparams.warmup_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": self._lr_scheduler(optimizer)}
+
+    def _lr_scheduler(self, optimizer: torch.optim.Optimizer) -> dict:
+        total = self._trainer.estimated_stepping_batches if self._trainer is not None else float("inf")
+        hp, steps = self.hparams, int(total) if math.isfinite(total) else -1
+        return build_scheduler(optimizer, hp.warmup_steps, hp.lr_schedule, steps, hp.min_lr_ratio)
 
     # Sampling ---------------------------------------------------------------------------------------------
     def check_size(self, size: Size) -> tuple[int, int, int]:
