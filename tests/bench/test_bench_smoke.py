@@ -72,3 +72,32 @@ def test_probe_captions_are_distinct_and_parse():
     captions = probe_captions(24)
     assert len(set(captions)) == 24
     assert all(len(parse_caption(c)[0]) == 1 for c in captions)
+
+
+def test_probe_training_captions_leave_out_the_validation_split(tmp_path):
+    from dit_probe import training_captions
+
+    from videodiff.data.manifest import ManifestEntry, write_manifest
+
+    captions = ["a red circle still on a black background", "a blue square still on a gray background"]
+    entries = [
+        ManifestEntry(path=str(tmp_path / "a.pt"), caption=captions[0], extra={"split": "train"}),
+        ManifestEntry(path=str(tmp_path / "b.pt"), caption=captions[1], extra={"split": "val"}),
+        ManifestEntry(path=str(tmp_path / "c.pt"), caption=captions[0], extra={"split": "train"}),
+    ]
+    assert training_captions(str(write_manifest(entries, tmp_path / "manifest.jsonl"))) == captions[:1]
+
+
+def test_probe_first_stage_renders_each_caption_at_the_probe_size(autoencoder_ckpt):
+    from dit_probe import first_stage_verdicts, probe_captions
+
+    from tests.helpers import make_dit_module
+
+    module = make_dit_module(autoencoder_ckpt)
+    shapes = []
+    module.encode = lambda videos: shapes.extend(v.shape for v in videos) or list(videos)
+    module.decode = lambda latents: list(latents)  # a lossless first stage: the rendered scenes themselves
+    verdicts = first_stage_verdicts(module, probe_captions(6), (9, 24, 32))
+    assert shapes == [(3, 9, 24, 32)] * 6
+    assert {name: len(v) for name, v in verdicts.items()} == {"background": 6, "color": 6, "shape": 6, "motion": 6}
+    assert all(all(v) for v in verdicts.values())  # the renderer's scenes pass the scorer
