@@ -32,7 +32,6 @@ endif
 AE_STEPS ?= 4000
 DIT_STEPS ?= 4000
 DIT_ATTENTION ?= joint
-DIT_CLIPS ?= 200
 DIT_NAME = $(DIT_ATTENTION)$(DIT_SUFFIX)
 PYTEST_ARGS ?=
 
@@ -102,34 +101,16 @@ $(DEMO_DIR)/autoencoder.ckpt: $(DEMO_DIR)/data/manifest.clean.jsonl
 		--trainer.max_steps=$(AE_STEPS) --trainer.val_check_interval=$$(( $(AE_STEPS) / 5 )) \
 		$(call CHECKPOINT_TO,autoencoder)
 
-# The DiT's latent cache: the VAE's 200 clips, or (DIT_CLIPS=N) a larger set of the same generator, whose
-# first 200 clips are the VAE's (clip i depends only on the seed and i), encoded by the same VAE.
-ifeq ($(DIT_CLIPS),200)
-DIT_DATA := $(DEMO_DIR)/data
-LATENTS := $(DEMO_DIR)/latents
-else
-DIT_DATA := $(DEMO_DIR)/data-$(DIT_CLIPS)
-LATENTS := $(DEMO_DIR)/latents-$(DIT_CLIPS)
-ifeq ($(FORCE),1)
-.PHONY: $(DIT_DATA)/manifest.jsonl
-endif
-$(DIT_DATA)/manifest.jsonl: | install
-	$(STAGE) data-$(DIT_CLIPS) -- $(BIN)/videodiff data synth --out $(DIT_DATA) --num $(DIT_CLIPS) --seed 0
+$(DEMO_DIR)/latents/manifest.jsonl: $(DEMO_DIR)/autoencoder.ckpt
+	$(STAGE) latents -- $(BIN)/videodiff encode --ckpt $< --manifest $(DEMO_DIR)/data/manifest.clean.jsonl \
+		--out $(DEMO_DIR)/latents --patch 1 4 4 --max-frames 9 --token-budget 256 --val-fraction 0.1
 
-$(DIT_DATA)/manifest.clean.jsonl: $(DIT_DATA)/manifest.jsonl
-	$(STAGE) scan-$(DIT_CLIPS) -- $(BIN)/videodiff data scan $< --out $@
-endif
-
-$(LATENTS)/manifest.jsonl: $(DEMO_DIR)/autoencoder.ckpt $(DIT_DATA)/manifest.clean.jsonl
-	$(STAGE) $(notdir $(LATENTS)) -- $(BIN)/videodiff encode --ckpt $< --manifest $(DIT_DATA)/manifest.clean.jsonl \
-		--out $(LATENTS) --patch 1 4 4 --max-frames 9 --token-budget 256 --val-fraction 0.1
-
-$(DEMO_DIR)/dit-$(DIT_NAME).ckpt: $(LATENTS)/manifest.jsonl
+$(DEMO_DIR)/dit-$(DIT_NAME).ckpt: $(DEMO_DIR)/latents/manifest.jsonl
 	$(STAGE) dit-$(DIT_NAME) -- $(BIN)/videodiff fit --config configs/dit/tiny_joint.yaml \
 		--config configs/presets/wandb_csv.yaml --trainer.default_root_dir=$(DEMO_DIR)/dit-$(DIT_NAME) \
 		--model.init_args.backbone.init_args.attention=$(DIT_ATTENTION) \
 		--model.init_args.autoencoder=$(DEMO_DIR)/autoencoder.ckpt \
-		--data.init_args.synthetic=null --data.init_args.latents=$(LATENTS) \
+		--data.init_args.synthetic=null --data.init_args.latents=$(DEMO_DIR)/latents \
 		--trainer.max_steps=$(DIT_STEPS) --trainer.val_check_interval=$$(( $(DIT_STEPS) / 3 )) $(DIT_ARGS) \
 		$(call CHECKPOINT_TO,dit-$(DIT_NAME))
 
