@@ -20,6 +20,7 @@ from videodiff.models.autoencoder.losses import (
 from videodiff.models.autoencoder.model import VideoAutoencoder
 from videodiff.models.checkpoints import load_strict, read_checkpoint
 from videodiff.models.fault_tolerance import FaultTolerantSteps, NonFinitePolicy
+from videodiff.models.lr_schedule import build_scheduler
 from videodiff.models.throughput import StepThroughput
 
 
@@ -211,7 +212,6 @@ class AutoencoderModule(FaultTolerantSteps, StepThroughput, LightningModule):
         log_videos(self.trainer, "reconstructions", paths, gifs, shapes, ["input | reconstruction"] * len(paths))
 
     def configure_optimizers(self):
-        warmup = max(1, self.hparams.warmup_steps)
         networks = [self.autoencoder] + ([self.discriminator] if self.discriminator is not None else [])
         optimizers, schedulers = [], []
         for network in networks:
@@ -221,9 +221,8 @@ class AutoencoderModule(FaultTolerantSteps, StepThroughput, LightningModule):
                 betas=self.hparams.betas,
                 weight_decay=self.hparams.weight_decay,
             )
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
             optimizers.append(optimizer)
-            schedulers.append({"scheduler": schedule, "interval": "step"})
+            schedulers.append(build_scheduler(optimizer, self.hparams.warmup_steps, "constant", -1, 1.0))
         return optimizers, schedulers
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
