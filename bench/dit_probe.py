@@ -91,15 +91,15 @@ def main() -> None:
     parser.add_argument("--training-prompts", action="store_true", help="prompt with its one-object captions")
     parser.add_argument("--save", help="write the samples side by side to this PNG (middle frame of each)")
     args = parser.parse_args()
-    module = DiTModule.from_checkpoint(args.ckpt)
     if args.training_prompts and not args.manifest:
         parser.error("--training-prompts needs --manifest")
-    seen = set(training_captions(args.manifest)) if args.manifest else set()
+    trained = training_captions(args.manifest) if args.manifest else []
+    seen = set(trained)
     if args.training_prompts:
-        one_object = [c for c in training_captions(args.manifest) if len(parse_caption(c)[0]) == 1]
-        captions = one_object[: args.num]
+        captions = [c for c in trained if len(parse_caption(c)[0]) == 1][: args.num]
     else:
         captions = probe_captions(args.num, args.seed)
+    module = DiTModule.from_checkpoint(args.ckpt)
     size = tuple(int(v) for v in args.size.split("x"))
     start = time.perf_counter()
     videos = module.sample_videos(
