@@ -39,6 +39,7 @@ from videodiff.data.synthetic import (
     render_scene,
 )
 from videodiff.data.transforms import thwc_to_cthw, to_frames, to_unit_range
+from videodiff.diffusion.config import SAMPLERS
 from videodiff.metrics.caption_fidelity import ATTRIBUTES, score_video
 from videodiff.models.dit.module import DiTModule
 
@@ -86,7 +87,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="auto", help="auto: DDIM, or Euler for a flow")
     parser.add_argument("--manifest", help="training manifest: also score training captions and novel ones apart")
     parser.add_argument("--training-prompts", action="store_true", help="prompt with its one-object captions")
     parser.add_argument("--save", help="write the samples side by side to this PNG (middle frame of each)")

@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from videodiff.callbacks.video_logging import log_videos, run_directory
 from videodiff.data.sizing import parse_size
+from videodiff.diffusion.config import SamplerName
 from videodiff.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class SampleVideos(Callback):
         sizes: list[str],
         every_n_steps: int = 1000,
         steps: int = 50,
-        sampler: str = "ddim",
+        sampler: SamplerName = "auto",
         guidance: float = 4.0,
         seed: int = 0,
         fps: float = 8.0,

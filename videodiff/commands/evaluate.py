@@ -19,6 +19,7 @@ from rich.console import Console
 from videodiff.commands import run_reporting_errors
 from videodiff.data.manifest import ManifestError, read_manifest
 from videodiff.data.sizing import SizingError, parse_size
+from videodiff.diffusion.config import SAMPLERS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=parse_size, default=(17, 64, 64), help="generated size FxHxW (default 17x64x64)")
     parser.add_argument("--frames", type=int, default=16, help="frames per clip in FVD (default 16)")
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="auto", help="auto: DDIM, or Euler for a flow")
     parser.add_argument("--guidance", type=float, default=4.0)
     parser.add_argument("--batch", type=int, default=8, help="videos per sampling call")
     parser.add_argument("--seed", type=int, default=0)

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from videodiff.commands import run_reporting_errors
 from videodiff.data.sizing import SizingError, parse_size
+from videodiff.diffusion.config import SAMPLERS
 
 
 def size_argument(text: str) -> tuple[int, int, int]:
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="FRAMESxHEIGHTxWIDTH, one per prompt (repeat) or one for all; instead of --frames/--height/--width",
     )
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="auto", help="auto: DDIM, or Euler for a flow")
     parser.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity")
     parser.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale (1: off)")
     parser.add_argument("--seed", type=int, default=0)

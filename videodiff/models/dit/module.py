@@ -7,7 +7,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -15,8 +14,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from videodiff.data.datasets import VideoListBatch
 from videodiff.data.sizing import LatentGrid, SizingError
+from videodiff.diffusion.config import SamplerName, build_process, make_sampler, process_config
+from videodiff.diffusion.flow import RectifiedFlow
 from videodiff.diffusion.gaussian import GaussianDiffusion
-from videodiff.diffusion.samplers import DDIMSampler, DDPMSampler, classifier_free_guidance
+from videodiff.diffusion.samplers import classifier_free_guidance
 from videodiff.errors import ConfigError
 from videodiff.models.autoencoder.model import VideoAutoencoder
 from videodiff.models.autoencoder.module import AutoencoderModule
@@ -54,7 +55,8 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
             checkpoints, trainable ones (``WordTextEncoder``) train with the DiT.
         labels: class-label conditioning from captions (adaLN), instead of or beside text; a list of label
             sets (e.g. colour, shape, motion) conditions on each, their embeddings summed.
-        diffusion: the Gaussian diffusion (default: DiT's linear schedule, epsilon, learned variance).
+        diffusion: the Gaussian diffusion (default: DiT's linear schedule, epsilon, learned variance), or a
+            ``RectifiedFlow`` (flow matching, sampled by Euler steps).
         caption_dropout: share of videos trained with the null condition (classifier-free guidance).
         dropping: NaViT token dropping during training.
         lr, betas, weight_decay, warmup_steps: AdamW with linear warm-up.
@@ -77,7 +79,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         autoencoder: str | VideoAutoencoder,
         text_encoder: TextEncoder | None = None,
         labels: CaptionClasses | list[CaptionClasses] | None = None,
-        diffusion: GaussianDiffusion | None = None,
+        diffusion: GaussianDiffusion | RectifiedFlow | None = None,
         caption_dropout: float = 0.1,
         dropping: TokenDropping | None = None,
         lr: float = 1e-4,
@@ -135,14 +137,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         self.hparams["autoencoder_config"] = autoencoder.config
         self.hparams["text_encoder_config"] = text_encoder.config if text_encoder is not None else None
         self.hparams["classes"] = [s.classes for s in self.labels] if self.labels else None
-        self.hparams["diffusion_config"] = {
-            "schedule": self.diffusion.schedule_name,
-            "num_timesteps": self.diffusion.num_timesteps,
-            "prediction": self.diffusion.prediction,
-            "variance": self.diffusion.variance,
-            "vb_weight": self.diffusion.vb_weight,
-            "clip_x0": self.diffusion.clip_x0,
-        }
+        self.hparams["diffusion_config"] = process_config(self.diffusion)
         self.hparams["dropping_config"] = asdict(dropping) if dropping is not None else None
 
     @classmethod
@@ -163,7 +158,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
             autoencoder=VideoAutoencoder(**hparams.pop("autoencoder_config")),
             text_encoder=build_text_encoder(text_config) if text_config else None,
             labels=[CaptionClasses(c) for c in label_sets(classes)] if classes else None,
-            diffusion=GaussianDiffusion(**hparams.pop("diffusion_config")),
+            diffusion=build_process(hparams.pop("diffusion_config")),
             dropping=TokenDropping(**dropping) if dropping else None,
             **hparams,
         )
@@ -340,7 +335,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         prompts: Sequence[str],
         sizes: Sequence[Size],
         steps: int = 50,
-        sampler: Literal["ddim", "ddpm"] = "ddim",
+        sampler: SamplerName = "auto",
         eta: float = 0.0,
         guidance: float = 4.0,
         seed: int = 0,
@@ -356,7 +351,8 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
         Args:
             prompts: captions (ignored by an unconditional model).
             sizes: pixel sizes, one per prompt (or one for all).
-            steps, sampler, eta: the sampler (DDIM's ``eta``; DDPM respaced to ``steps``).
+            steps, sampler, eta: the sampler (DDIM's ``eta``; DDPM respaced to ``steps``); ``auto`` is DDIM for a
+                Gaussian diffusion and Euler for a rectified flow.
             guidance: classifier-free guidance scale (1.0: the conditional prediction alone).
             seed: seeds the noise.
             max_tokens: row length; None fits the longest video.
@@ -379,12 +375,7 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
             model_fn = classifier_free_guidance(cond_fn, self.model_fn(network, packed, null), guidance, self.diffusion)
         else:
             model_fn = cond_fn
-        if sampler == "ddim":
-            chosen = DDIMSampler(steps=steps, eta=eta)
-        elif sampler == "ddpm":
-            chosen = DDPMSampler(steps=steps)
-        else:
-            raise ValueError(f"unknown sampler {sampler!r}; expected 'ddim' or 'ddpm'")
+        chosen = make_sampler(sampler, self.diffusion, steps, eta)
         device_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
         tokens = chosen.sample(model_fn, packed.tokens, self.diffusion, device_generator, progress=progress, t_dims=2)
         return self.decode(unpack_videos(tokens, packed, self.patch_size))
