@@ -106,10 +106,20 @@ class VideoDiffCLI(LightningCLI):
         logger = config.trainer.logger
         if getattr(logger, "class_path", None) == DEFAULT_LOGGER["class_path"] and logger.init_args.save_dir is None:
             logger.init_args.save_dir = config.trainer.default_root_dir
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning would merge the checkpoint's hyper_parameters into the model's config here. Ours also hold
+        # what the module derives for `from_checkpoint` (backbone_config, autoencoder_config, ...), which are
+        # not arguments, so that merge fails on every checkpoint file; and a resumed run's config is the one
+        # on its command line (data and trainer are not in the checkpoint either). Weights, optimiser and loop
+        # state still come from the checkpoint, through Trainer.fit.
+        config = self.config.get(self.config.get("subcommand") or "", self.config)
+        if "ckpt_path" not in config:
+            return
         # `--ckpt_path runs/x` resumes from the run folder's newest checkpoint, like `sample --ckpt runs/x`, and
         # `--ckpt_path last` from the newest under default_root_dir. Lightning's own "last" looks only for a
         # last.ckpt, which the default checkpointing never writes, and then silently starts from scratch.
-        ckpt_path = config.get("ckpt_path")
+        ckpt_path = config.ckpt_path
         if ckpt_path == "last" and os.path.isdir(config.trainer.default_root_dir or ""):
             ckpt_path = config.trainer.default_root_dir
         if isinstance(ckpt_path, str) and os.path.isdir(ckpt_path):

@@ -72,6 +72,22 @@ def _pixels(path: Path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
 
 
+def test_fit_resumes_from_a_checkpoint_file(tmp_path, tiny_autoencoder_ckpt, caplog):
+    # The module keeps derived settings (backbone_config, ...) in its hyper_parameters; Lightning's own
+    # --ckpt_path handling tried to pass them back to __init__ and failed on every checkpoint file.
+    caplog.set_level("INFO")
+    first = VideoDiffCLI(args=_fit_args(JOINT, tiny_autoencoder_ckpt, tmp_path), run=False)
+    first.trainer.fit(first.model, first.datamodule)
+    ckpt = tmp_path / "dit.ckpt"
+    first.trainer.save_checkpoint(ckpt)
+    lr = "--model.init_args.lr=0.0005"  # the command line's config is the one the resumed run uses
+    again = VideoDiffCLI(args=["fit", *_fit_args(JOINT, tiny_autoencoder_ckpt, tmp_path / "again", lr),
+                               f"--trainer.max_steps={first.trainer.global_step + 2}", f"--ckpt_path={ckpt}"])  # fmt: skip
+    assert f"Restored all states from the checkpoint at {ckpt}" in caplog.text
+    assert again.trainer.global_step == first.trainer.global_step + 2
+    assert again.model.hparams.lr == 0.0005
+
+
 def test_checkpoint_to_videodiff_sample(tmp_path, tiny_autoencoder_ckpt):
     cli = VideoDiffCLI(args=_fit_args(JOINT, tiny_autoencoder_ckpt, tmp_path), run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
