@@ -81,8 +81,9 @@ def test_fit_resumes_from_a_checkpoint_file(tmp_path, tiny_autoencoder_ckpt, cap
     ckpt = tmp_path / "dit.ckpt"
     first.trainer.save_checkpoint(ckpt)
     lr = "--model.init_args.lr=0.0005"  # the command line's config is the one the resumed run uses
-    again = VideoDiffCLI(args=["fit", *_fit_args(JOINT, tiny_autoencoder_ckpt, tmp_path / "again", lr),
-                               f"--trainer.max_steps={first.trainer.global_step + 2}", f"--ckpt_path={ckpt}"])  # fmt: skip
+    steps = f"--trainer.max_steps={first.trainer.global_step + 2}"
+    again = VideoDiffCLI(args=["fit", *_fit_args(JOINT, tiny_autoencoder_ckpt, tmp_path / "again", lr, steps),
+                               f"--ckpt_path={ckpt}"])  # fmt: skip
     assert f"Restored all states from the checkpoint at {ckpt}" in caplog.text
     assert again.trainer.global_step == first.trainer.global_step + 2
     assert again.model.hparams.lr == 0.0005
