@@ -113,13 +113,14 @@ class VideoDiffCLI(LightningCLI):
         # not arguments, so that merge fails on every checkpoint file; and a resumed run's config is the one
         # on its command line (data and trainer are not in the checkpoint either). Weights, optimiser and loop
         # state still come from the checkpoint, through Trainer.fit.
-        config = self.config.get(self.config.get("subcommand") or "", self.config)
-        if "ckpt_path" not in config:
+        subcommand = self.config.get("subcommand")  # self.subcommand is not set yet at this point
+        if not subcommand:
             return
+        config = self.config[subcommand]
         # `--ckpt_path runs/x` resumes from the run folder's newest checkpoint, like `sample --ckpt runs/x`, and
         # `--ckpt_path last` from the newest under default_root_dir. Lightning's own "last" looks only for a
         # last.ckpt, which the default checkpointing never writes, and then silently starts from scratch.
-        ckpt_path = config.ckpt_path
+        ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last" and os.path.isdir(config.trainer.default_root_dir or ""):
             ckpt_path = config.trainer.default_root_dir
         if isinstance(ckpt_path, str) and os.path.isdir(ckpt_path):
