@@ -142,6 +142,7 @@ COMMANDS: dict[str, str] = {
     "sample": "generate videos of any size from a DiT checkpoint: `videodiff sample --help`",
     "fvd": "FVD between real and generated videos (I3D): `videodiff fvd --help`",
     "evaluate": "generate with a held-out set's captions, FVD + autoencoder PSNR/SSIM: `videodiff evaluate --help`",
+    "fidelity": "caption fidelity of a DiT on the built-in set, over many prompts: `videodiff fidelity --help`",
     "report": "HTML + markdown report of a demo run: `videodiff report --help`",
 }
 

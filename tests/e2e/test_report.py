@@ -6,6 +6,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from videodiff.cli import main
 from videodiff.commands import stage
+from videodiff.commands.fidelity import summarise
 from videodiff.data.decoding import read_frames_pyav, write_gif, write_video
 from videodiff.data.manifest import read_manifest, write_manifest
 
@@ -47,12 +48,22 @@ def test_report_scores_samples_and_lists_stages(tmp_path, synthetic_set, tiny_au
     (samples / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     shutil.copytree(samples, demo / "samples-factorised")
     write_training_logs(demo)
+    # `videodiff fidelity`'s figures for the joint backbone (the factorised one has none: its row is absent).
+    probe = {"prompts": 84, "size": "9x40x40", "seed": 0, "steps": 50, "guidance": 4.0}
+    verdicts = {"background": [True] * 84, "color": [True] * 50 + [False] * 34, "shape": [True] * 14 + [False] * 36}
+    probe |= summarise({**verdicts, "motion": [True] * 8 + [False] * 42})
+    probe["first_stage"] = summarise({a: [True] * 80 for a in ("background", "color", "shape", "motion")})
+    (demo / "fidelity-joint.json").write_text(json.dumps(probe))
     assert main(["report", "--demo-dir", str(demo), "--eval-clips", "3"]) == 0
     report = (demo / "report" / "report.md").read_text()
     assert "| dit-joint | 12 | `videodiff fit` |" in report and "## Samples: joint" in report
     assert f"| ![](samples-joint-0.gif) | {clips[0].caption} |" in report
     data = json.loads((demo / "report" / "report.json").read_text())
     assert data["samples"]["joint"]["fidelity"]["background"] == 2 / 3  # the mislabelled one fails
+    assert "On 84 one-object prompts at 9x40x40 (`videodiff fidelity`" in report
+    assert "| samples: joint | 1.00 (84/84; 0.96-1.00) | 0.60 (50/84; 0.49-0.69) | 0.28 (14/50; 0.17-0.42) |" in report
+    assert "| a uniform guess | 0.25 | - | 0.33 | 0.14 |" in report and report.count("| samples: factorised |") == 1
+    assert data["fidelity"]["joint"]["motion"]["correct"] == 8
     assert [r["held_out"] for r in data["samples"]["joint"]["rows"]][:2] == [False, False]
     html = (demo / "report" / "report.html").read_text()
     assert "<img src='samples-joint-0.gif'>" in html and "<table>" in html

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from videodiff.models.attention import GroupPlan, attention_groups
-from videodiff.models.dit.embeddings import LabelEmbedder, Rope3D
+from videodiff.models.dit.embeddings import LabelEmbedder, MixedRope3D, Rope3D
 from videodiff.models.dit.model import DiT, DiTBlock, parameter_counts
 from videodiff.packing.pack import TokenDropping, kept_masks, pack, unpack
 
@@ -36,6 +36,8 @@ CONFIGS = [
     dict(attention="factorised", factorised="interleaved"),
     dict(attention="factorised", factorised="sequential"),
     dict(attention="joint", positions="sincos"),
+    dict(attention="joint", positions="rope_mixed"),
+    dict(attention="factorised", factorised="interleaved", positions="rope_mixed", rope_theta=100.0),
     dict(attention="factorised", factorised="sequential", text_dim=8, num_classes=5),
     dict(attention="joint", text_dim=8, pooled_captions=True),
 ]
@@ -139,6 +141,32 @@ def test_rope_scores_depend_only_on_relative_position():
 
     torch.testing.assert_close(scores(coords), scores(coords + torch.tensor([7, 3, 11])), rtol=1e-4, atol=1e-4)
     assert not torch.allclose(scores(coords), scores(coords * 2), rtol=1e-3, atol=1e-3)
+
+
+def test_rope_theta_sets_each_axis_frequencies():
+    # head_dim 12: two pairs per axis, turning 1 and theta^(-2/4) radians per token.
+    model = DiT(in_channels=4, hidden_size=24, num_heads=2, depth=1, rope_theta=100.0)
+    torch.testing.assert_close(model.rope.freqs, torch.tensor([1.0, 0.1] * 3))
+
+
+def test_mixed_rope_is_relative_turns_every_pair_with_time_and_learns_its_frequencies():
+    torch.manual_seed(0)
+    mixed = MixedRope3D(24, num_heads=2)
+    q, k = torch.randn(1, 2, 10, 24), torch.randn(1, 2, 10, 24)
+    coords = torch.randint(0, 20, (1, 10, 3))
+
+    def scores(c):
+        cos, sin = mixed.angles(c)
+        return Rope3D.rotate(q, cos, sin) @ Rope3D.rotate(k, cos, sin).transpose(-1, -2)
+
+    torch.testing.assert_close(scores(coords), scores(coords + torch.tensor([7, 3, 11])), rtol=1e-4, atol=1e-4)
+    # One frame later: axial RoPE turns only its time pairs (4 of 12), the mixed one every pair of every head.
+    later = torch.tensor([[[0, 0, 0], [1, 0, 0]]])
+    _, axial_sin = Rope3D(24).angles(later)  # sin, not cos: the slowest pairs turn by less than cos can show
+    _, mixed_sin = mixed.angles(later)
+    assert int((axial_sin[0, 0, 1] != 0).sum()) == 4 and bool((mixed_sin[0, :, 1] != 0).all())
+    scores(coords).square().sum().backward()
+    assert mixed.freqs.grad is not None and mixed.freqs.grad.abs().min() > 0
 
 
 @pytest.mark.parametrize("backend", ["sdpa", "varlen"])

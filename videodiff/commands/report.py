@@ -21,6 +21,7 @@ import torch
 from rich.console import Console
 
 from videodiff.commands import run_reporting_errors
+from videodiff.commands.fidelity import describe
 from videodiff.data.manifest import ManifestError, read_manifest
 from videodiff.metrics.caption_fidelity import ATTRIBUTES
 
@@ -180,6 +181,33 @@ def _fidelity_row(name: str, scores: dict[str, float]) -> list[str]:
     return [name, *(f"{scores[a]:.2f}" if scores[a] == scores[a] else "-" for a in ATTRIBUTES)]
 
 
+def _probe_cell(figures: dict) -> str:
+    if figures["accuracy"] is None:
+        return "-"
+    low, high = figures["interval"]
+    return f"{figures['accuracy']:.2f} ({figures['correct']}/{figures['scored']}; {low:.2f}-{high:.2f})"
+
+
+def _probe_section(probes: dict[str, dict]) -> list[str]:
+    """The ``videodiff fidelity`` figures per backbone, beside the first stage's and a uniform guess's."""
+    first = next(iter(probes.values()))
+    rows = [[f"samples: {name}", *(_probe_cell(p[a]) for a in ATTRIBUTES)] for name, p in probes.items()]
+    rows.append(
+        ["autoencoder reconstructions of the same scenes", *(_probe_cell(first["first_stage"][a]) for a in ATTRIBUTES)]
+    )
+    rows.append(["a uniform guess", *(f"{first[a]['chance']:.2f}" if first[a]["chance"] else "-" for a in ATTRIBUTES)])
+    return [
+        f"On {first['prompts']} one-object prompts at {first['size']} (`videodiff fidelity`, seed {first['seed']}, "
+        f"{first['steps']} steps, guidance {first['guidance']}): accuracy (correct/scored; 95% interval). Shape and "
+        "motion are judged only where the colour was found.",
+        "",
+        _table(["videos", *ATTRIBUTES], rows),
+        "",
+        "On the demo's prompts above (too few to tell a network that follows shapes or motions from one at chance):",
+        "",
+    ]
+
+
 def render_markdown(
     demo: Path,
     timings: list[dict],
@@ -187,6 +215,7 @@ def render_markdown(
     samples: dict[str, dict],
     configs: dict[str, str],
     training: dict | None = None,
+    probes: dict[str, dict] | None = None,
 ) -> str:
     parts = [f"# videodiff demo report: `{demo}`", "", "## Stages", ""]
     total = sum(t["seconds"] for t in timings)
@@ -227,9 +256,11 @@ def render_markdown(
         "",
         "## Caption fidelity",
         "",
-        "Accuracy per attribute of what the videos show against their captions:",
+        "Accuracy per attribute of what the videos show against their captions.",
         "",
     ]
+    if probes:
+        parts += _probe_section(probes)
     fidelity_rows = [_fidelity_row(f"samples: {name}", result["fidelity"]) for name, result in samples.items()]
     fidelity_rows += [
         _fidelity_row("autoencoder reconstructions", ae["fidelity_reconstruction"]),
@@ -336,18 +367,29 @@ def report(args: argparse.Namespace, console: Console) -> int:
     ae = evaluate_autoencoder(args, demo, out)
     training = training_summary(demo, timings, out)
     samples = {d.name.removeprefix("samples-"): evaluate_samples(demo, d, out) for d in sample_dirs}
+    probes = {
+        name: json.loads((demo / f"fidelity-{name}.json").read_text())
+        for name in samples
+        if (demo / f"fidelity-{name}.json").is_file()
+    }
     configs = {str(p.relative_to(demo)): p.read_text() for p in sorted(demo.glob("*/config.yaml"))}
     # Runs reproduce from these: the exact commands are in the stage table, the resolved configs below.
-    markdown = render_markdown(demo, timings, ae, samples, configs, training)
+    markdown = render_markdown(demo, timings, ae, samples, configs, training, probes)
     (out / "report.md").write_text(markdown)
     (out / "report.html").write_text(render_html(markdown))
     (out / "report.json").write_text(
-        json.dumps({"timings": timings, "training": training, "autoencoder": ae, "samples": samples}, indent=1)
+        json.dumps(
+            {"timings": timings, "training": training, "autoencoder": ae, "samples": samples, "fidelity": probes},
+            indent=1,
+        )
     )
     console.print(f"report: {out / 'report.html'} (and report.md)", highlight=False)
     for name, result in samples.items():
         fidelity = ", ".join(f"{k} {v:.2f}" for k, v in result["fidelity"].items())
         console.print(f"  caption fidelity of the {name} samples: {fidelity}", highlight=False)
+    for name, probe in probes.items():
+        figures = ", ".join(f"{a} {describe(probe[a])}" for a in ATTRIBUTES)
+        console.print(f"  on {probe['prompts']} prompts ({name}): {figures}", highlight=False)
     return 0
 
 

@@ -132,3 +132,28 @@ class Rope3D(nn.Module):
         first, second = pairs.unbind(-1)
         rotated = torch.stack([first * cos - second * sin, first * sin + second * cos], dim=-1)
         return rotated.flatten(-2).to(x.dtype)
+
+
+class MixedRope3D(nn.Module):
+    """Rotary positions whose per-head frequencies are learned vectors over (t, h, w) (RoPE-Mixed, Heo et al. 2024).
+
+    Axial RoPE turns each feature pair by one axis only, so a head's positional preference is a product of
+    per-axis preferences: it can favour "one frame later" and "one token right", but not "one token right
+    per frame later", the diagonal that following a moving object needs. Here each pair turns by
+    ``f . (t, h, w)`` with ``f`` a learned 3-vector per head and pair (drawn at the axial magnitudes in
+    random directions), so attention can prefer any space-time direction and still sees only relative
+    positions.
+    """
+
+    def __init__(self, head_dim: int, num_heads: int, theta: float = 10000.0):
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
+        magnitude = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (Dh/2,)
+        direction = nn.functional.normalize(torch.randn(num_heads, head_dim // 2, 3), dim=-1)
+        self.freqs = nn.Parameter(direction * magnitude[:, None])  # (H, Dh/2, 3)
+
+    def angles(self, coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R, L, 3) -> cos, sin of shape (R, H, L, head_dim / 2)."""
+        angle = torch.einsum("rlc,hpc->rhlp", coords.float(), self.freqs.float())
+        return angle.cos(), angle.sin()

@@ -18,7 +18,14 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from videodiff.models.attention import Backend, GroupPlan, Layout, attention_groups
-from videodiff.models.dit.embeddings import CaptionProjection, LabelEmbedder, Rope3D, SinCos3D, TimestepEmbedder
+from videodiff.models.dit.embeddings import (
+    CaptionProjection,
+    LabelEmbedder,
+    MixedRope3D,
+    Rope3D,
+    SinCos3D,
+    TimestepEmbedder,
+)
 from videodiff.packing.pack import PackedBatch
 
 SizeName = Literal["tiny", "S", "B", "L", "XL"]
@@ -124,7 +131,11 @@ class DiT(nn.Module):
         size: a preset from ``PRESETS``; ``hidden_size``, ``depth`` and ``num_heads`` override it.
         attention: ``joint`` or ``factorised`` space-time attention.
         factorised: ``interleaved`` (alternate spatial / temporal blocks) or ``sequential`` (both per block).
-        positions: ``rope`` (3-D rotary, default) or ``sincos`` (additive factorised 3-D sin-cos).
+        positions: ``rope`` (3-D rotary, default), ``rope_mixed`` (rotary with learned space-time frequency
+            directions per head, ``MixedRope3D``) or ``sincos`` (additive factorised 3-D sin-cos).
+        rope_theta: RoPE's base period. Each axis gets a third of a head's feature pairs with frequencies
+            from 1 down to ``1 / rope_theta`` per token, so on small heads and grids a lower base keeps more
+            of them at scales the grid can tell apart.
         attention_backend: see ``models/attention.py``.
         gradient_checkpointing: recompute each block in the backward pass (activation memory per block).
         pooled_captions: also add the mean of each video's projected caption tokens, through an MLP, to
@@ -146,7 +157,8 @@ class DiT(nn.Module):
         mlp_ratio: float = 4.0,
         attention: Literal["joint", "factorised"] = "joint",
         factorised: Literal["interleaved", "sequential"] = "interleaved",
-        positions: Literal["rope", "sincos"] = "rope",
+        positions: Literal["rope", "rope_mixed", "sincos"] = "rope",
+        rope_theta: float = 10000.0,
         attention_backend: Backend = "auto",
         gradient_checkpointing: bool = False,
         pooled_captions: bool = False,
@@ -180,11 +192,13 @@ class DiT(nn.Module):
             nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden)) if pooled_captions else None
         )
         if positions == "rope":
-            self.rope, self.sincos = Rope3D(hidden // self.num_heads), None
+            self.rope, self.sincos = Rope3D(hidden // self.num_heads, rope_theta), None
+        elif positions == "rope_mixed":
+            self.rope, self.sincos = MixedRope3D(hidden // self.num_heads, self.num_heads, rope_theta), None
         elif positions == "sincos":
             self.rope, self.sincos = None, SinCos3D(hidden)
         else:
-            raise ValueError(f"unknown positions {positions!r}; expected 'rope' or 'sincos'")
+            raise ValueError(f"unknown positions {positions!r}; expected 'rope', 'rope_mixed' or 'sincos'")
         self.blocks = nn.ModuleList(
             DiTBlock(hidden, self.num_heads, self.block_layouts(i), mlp_ratio, cross=text_dim is not None)
             for i in range(self.depth)
