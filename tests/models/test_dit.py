@@ -130,17 +130,18 @@ def test_factorised_spatial_attention_on_one_frame_is_joint_attention():
     assert not torch.allclose(a, b)
 
 
-def test_rope_scores_depend_only_on_relative_position():
-    rope = Rope3D(24)
+def rope_scores(rope, q: torch.Tensor, k: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    cos, sin = rope.angles(coords)
+    return Rope3D.rotate(q, cos, sin) @ Rope3D.rotate(k, cos, sin).transpose(-1, -2)
+
+
+@pytest.mark.parametrize("rope", [Rope3D(24), MixedRope3D(24, num_heads=2)], ids=["axial", "mixed"])
+def test_rope_scores_depend_only_on_relative_position(rope):
     q, k = torch.randn(1, 2, 10, 24), torch.randn(1, 2, 10, 24)
     coords = torch.randint(0, 20, (1, 10, 3))
-
-    def scores(c):
-        cos, sin = rope.angles(c)
-        return Rope3D.rotate(q, cos, sin) @ Rope3D.rotate(k, cos, sin).transpose(-1, -2)
-
-    torch.testing.assert_close(scores(coords), scores(coords + torch.tensor([7, 3, 11])), rtol=1e-4, atol=1e-4)
-    assert not torch.allclose(scores(coords), scores(coords * 2), rtol=1e-3, atol=1e-3)
+    scores = rope_scores(rope, q, k, coords)
+    torch.testing.assert_close(scores, rope_scores(rope, q, k, coords + torch.tensor([7, 3, 11])), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(scores, rope_scores(rope, q, k, coords * 2), rtol=1e-3, atol=1e-3)
 
 
 def test_rope_theta_sets_each_axis_frequencies():
@@ -149,23 +150,16 @@ def test_rope_theta_sets_each_axis_frequencies():
     torch.testing.assert_close(model.rope.freqs, torch.tensor([1.0, 0.1] * 3))
 
 
-def test_mixed_rope_is_relative_turns_every_pair_with_time_and_learns_its_frequencies():
+def test_mixed_rope_turns_every_pair_with_time_and_learns_its_frequencies():
     torch.manual_seed(0)
     mixed = MixedRope3D(24, num_heads=2)
-    q, k = torch.randn(1, 2, 10, 24), torch.randn(1, 2, 10, 24)
-    coords = torch.randint(0, 20, (1, 10, 3))
-
-    def scores(c):
-        cos, sin = mixed.angles(c)
-        return Rope3D.rotate(q, cos, sin) @ Rope3D.rotate(k, cos, sin).transpose(-1, -2)
-
-    torch.testing.assert_close(scores(coords), scores(coords + torch.tensor([7, 3, 11])), rtol=1e-4, atol=1e-4)
     # One frame later: axial RoPE turns only its time pairs (4 of 12), the mixed one every pair of every head.
     later = torch.tensor([[[0, 0, 0], [1, 0, 0]]])
     _, axial_sin = Rope3D(24).angles(later)  # sin, not cos: the slowest pairs turn by less than cos can show
     _, mixed_sin = mixed.angles(later)
     assert int((axial_sin[0, 0, 1] != 0).sum()) == 4 and bool((mixed_sin[0, :, 1] != 0).all())
-    scores(coords).square().sum().backward()
+    q, k = torch.randn(1, 2, 10, 24), torch.randn(1, 2, 10, 24)
+    rope_scores(mixed, q, k, torch.randint(0, 20, (1, 10, 3))).square().sum().backward()
     assert mixed.freqs.grad is not None and mixed.freqs.grad.abs().min() > 0
 
 
