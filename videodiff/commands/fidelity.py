@@ -145,7 +145,6 @@ def fidelity(args: argparse.Namespace, console: Console) -> int:
     else:
         captions = probe_captions(args.num, args.seed)
     module = DiTModule.from_checkpoint(args.ckpt)
-    module.latent_grid.tokens(*args.size)  # a size the network cannot generate fails here, before sampling
     start = time.perf_counter()
     videos = module.sample_videos(
         captions, [args.size], steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler

@@ -388,7 +388,7 @@ def report(args: argparse.Namespace, console: Console) -> int:
         fidelity = ", ".join(f"{k} {v:.2f}" for k, v in result["fidelity"].items())
         console.print(f"  caption fidelity of the {name} samples: {fidelity}", highlight=False)
     for name, probe in probes.items():
-        figures = ", ".join(f"{a} {describe(probe[a])}" for a in ATTRIBUTES)
+        figures = ", ".join(describe(probe[a], a) for a in ATTRIBUTES)
         console.print(f"  on {probe['prompts']} prompts ({name}): {figures}", highlight=False)
     return 0
 
