@@ -53,8 +53,23 @@ def write_autoencoder_checkpoint(path, latent_scale: float = 0.5, seed: int = 0,
     )
     module = AutoencoderModule(ae, write_reconstructions=False)
     module.latent_scale.fill_(latent_scale)
+    return save_module(module, path)
+
+
+def save_module(module: LightningModule, path) -> str:
+    """A module's weights and hyperparameters as a checkpoint the commands load (no trainer needed)."""
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
     return str(path)
+
+
+def write_untrained_dit_checkpoint(path, autoencoder_ckpt: str, *configs: str) -> str:
+    """The DiTModule that ``videodiff fit --config ...`` would train, untrained, as a checkpoint: for commands
+    whose test needs every stage to run, not a network that has learned anything."""
+    from videodiff.cli import VideoDiffCLI
+
+    args = [a for config in configs for a in ("--config", config)]
+    args += [f"--model.init_args.autoencoder={autoencoder_ckpt}", "--trainer.logger=false"]
+    return save_module(VideoDiffCLI(args=args, run=False).model, path)
 
 
 def make_dit_module(autoencoder_ckpt: str, **kwargs):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import make_dit_module
+from tests.helpers import make_dit_module, save_module
 from videodiff.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,10 +19,7 @@ def _fit(tmp_path, autoencoder: str, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def dit_checkpoint(tmp_path_factory, autoencoder_ckpt) -> str:
-    module = make_dit_module(autoencoder_ckpt)
-    path = tmp_path_factory.mktemp("dit") / "dit.ckpt"
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    return str(path)
+    return save_module(make_dit_module(autoencoder_ckpt), tmp_path_factory.mktemp("dit") / "dit.ckpt")
 
 
 def _one_line_error(capsys, argv: list[str]) -> str:

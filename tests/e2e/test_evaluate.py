@@ -2,9 +2,8 @@ import json
 import math
 from pathlib import Path
 
-import torch
-
-from videodiff.cli import VideoDiffCLI, main
+from tests.helpers import write_untrained_dit_checkpoint
+from videodiff.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,19 +14,9 @@ def test_evaluate_generates_with_held_out_captions_and_scores_them(
     data = tmp_path / "mm"
     assert main(["data", "moving-mnist", "--num", "20", "--frames", "17", "--out", str(data)]) == 0
     monkeypatch.setenv("VIDEODIFF_MOVING_MNIST", str(data))
-    cli = VideoDiffCLI(
-        args=[
-            "--config",
-            f"{ROOT}/configs/dit/tiny_joint.yaml",
-            "--config",
-            f"{ROOT}/configs/dit/moving_mnist_tiny.yaml",
-            f"--model.init_args.autoencoder={tiny_autoencoder_ckpt}",
-            "--trainer.logger=false",
-        ],  # fmt: skip
-        run=False,
-    )
-    ckpt = tmp_path / "dit.ckpt"  # untrained: what is scored does not matter here, only that it is scored
-    torch.save({"state_dict": cli.model.state_dict(), "hyper_parameters": dict(cli.model.hparams)}, ckpt)
+    # Untrained: what is scored does not matter here, only that it is scored.
+    configs = [f"{ROOT}/configs/dit/tiny_joint.yaml", f"{ROOT}/configs/dit/moving_mnist_tiny.yaml"]
+    ckpt = write_untrained_dit_checkpoint(tmp_path / "dit.ckpt", tiny_autoencoder_ckpt, *configs)
     out = tmp_path / "eval"
     args = ["evaluate", "--ckpt", str(ckpt), "--real", str(data / "val.jsonl"), "--out", str(out)]
     assert main([*args, "--num", "2", "--steps", "2", "--batch", "1"]) == 0

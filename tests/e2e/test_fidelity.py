@@ -2,9 +2,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from videodiff.cli import VideoDiffCLI, main
+from tests.helpers import write_untrained_dit_checkpoint
+from videodiff.cli import main
 from videodiff.commands.fidelity import first_stage_verdicts, probe_captions, training_captions, wilson_interval
 from videodiff.data.manifest import ManifestEntry, write_manifest
 from videodiff.data.synthetic import MOTIONS, parse_caption
@@ -56,17 +56,9 @@ def test_first_stage_renders_each_caption_at_the_probe_size(autoencoder_ckpt):
 
 
 def test_fidelity_command_scores_a_checkpoint_and_writes_counts(tmp_path, tiny_autoencoder_ckpt, capsys):
-    cli = VideoDiffCLI(
-        args=[
-            "--config",
-            f"{ROOT}/configs/dit/tiny_joint.yaml",
-            f"--model.init_args.autoencoder={tiny_autoencoder_ckpt}",
-            "--trainer.logger=false",
-        ],  # fmt: skip
-        run=False,
-    )
-    ckpt = tmp_path / "dit.ckpt"  # untrained: only that every prompt is sampled and scored matters here
-    torch.save({"state_dict": cli.model.state_dict(), "hyper_parameters": dict(cli.model.hparams)}, ckpt)
+    # Untrained: only that every prompt is sampled and scored matters here.
+    config = f"{ROOT}/configs/dit/tiny_joint.yaml"
+    ckpt = write_untrained_dit_checkpoint(tmp_path / "dit.ckpt", tiny_autoencoder_ckpt, config)
     out = tmp_path / "fidelity.json"
     args = ["fidelity", "--ckpt", str(ckpt), "--num", "3", "--steps", "2", "--size", "3x16x16"]
     assert main([*args, "--out", str(out)]) == 0

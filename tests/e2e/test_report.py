@@ -61,7 +61,8 @@ def test_report_scores_samples_and_lists_stages(tmp_path, synthetic_set, tiny_au
     data = json.loads((demo / "report" / "report.json").read_text())
     assert data["samples"]["joint"]["fidelity"]["background"] == 2 / 3  # the mislabelled one fails
     assert "On 84 one-object prompts at 9x40x40 (`videodiff fidelity`" in report
-    assert "| samples: joint | 1.00 (84/84; 0.96-1.00) | 0.60 (50/84; 0.49-0.69) | 0.28 (14/50; 0.17-0.42) |" in report
+    cells = "1.00 (84/84, 95% 0.96-1.00) | 0.60 (50/84, 95% 0.49-0.69) | 0.28 (14/50, 95% 0.17-0.42)"
+    assert f"| samples: joint | {cells} |" in report
     assert "| a uniform guess | 0.25 | - | 0.33 | 0.14 |" in report and report.count("| samples: factorised |") == 1
     assert data["fidelity"]["joint"]["motion"]["correct"] == 8
     assert [r["held_out"] for r in data["samples"]["joint"]["rows"]][:2] == [False, False]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 
-from tests.helpers import make_dit_module, write_autoencoder_checkpoint
+from tests.helpers import make_dit_module, save_module, write_autoencoder_checkpoint
 from videodiff.data import ClipSampling, PackedRows, VideoDataModule
 from videodiff.data.datasets import VideoListBatch
 from videodiff.data.sizing import SizingError
@@ -194,7 +194,7 @@ def test_several_label_sets_condition_each_attribute_and_round_trip(tmp_path, au
     assert condition["labels"].tolist() == [[0, 0], [3, 3], [1, 2]]  # dropped: every set's null class
     assert module.hparams["classes"] == [s.classes for s in sets]
     path = tmp_path / "labels.ckpt"
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
+    save_module(module, path)
     sizes = [(3, 16, 16)]
     expected = module.sample_videos(CAPTIONS[:1], sizes, steps=2, seed=1)
     loaded = DiTModule.from_checkpoint(path)
@@ -242,7 +242,7 @@ def test_rectified_flow_samples_by_euler_and_round_trips(tmp_path, autoencoder_c
     with pytest.raises(ValueError, match="diffusion is RectifiedFlow; use sampler 'auto'"):
         module.sample_videos(CAPTIONS[:1], sizes[:1], steps=2, sampler="ddim")
     path = tmp_path / "flow.ckpt"
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
+    save_module(module, path)
     loaded = DiTModule.from_checkpoint(path)
     assert isinstance(loaded.diffusion, RectifiedFlow) and loaded.diffusion.shift == 2.0
     again = loaded.sample_videos(CAPTIONS[:2], sizes, steps=3, guidance=1.0, seed=2)

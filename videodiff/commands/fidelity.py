@@ -188,13 +188,14 @@ def fidelity(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def describe(figures: dict, name: str = "") -> str:
-    """``shape 0.28 (14/50, 95% 0.17-0.42; chance 0.33)``."""
+def describe(figures: dict, name: str = "", chance: bool = True) -> str:
+    """``shape 0.28 (14/50, 95% 0.17-0.42; chance 0.33)``; without ``chance`` (a table with its own row for it)
+    the part after ``;`` is left out."""
     if figures["accuracy"] is None:
         return f"{name} - (none scored)".strip()
     low, high = figures["interval"]
-    chance = f"; chance {figures['chance']:.2f}" if figures["chance"] is not None else ""
-    text = f"{figures['accuracy']:.2f} ({figures['correct']}/{figures['scored']}, 95% {low:.2f}-{high:.2f}{chance})"
+    guess = f"; chance {figures['chance']:.2f}" if chance and figures["chance"] is not None else ""
+    text = f"{figures['accuracy']:.2f} ({figures['correct']}/{figures['scored']}, 95% {low:.2f}-{high:.2f}{guess})"
     return f"{name} {text}".strip()
 
 

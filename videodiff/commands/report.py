@@ -181,24 +181,19 @@ def _fidelity_row(name: str, scores: dict[str, float]) -> list[str]:
     return [name, *(f"{scores[a]:.2f}" if scores[a] == scores[a] else "-" for a in ATTRIBUTES)]
 
 
-def _probe_cell(figures: dict) -> str:
-    if figures["accuracy"] is None:
-        return "-"
-    low, high = figures["interval"]
-    return f"{figures['accuracy']:.2f} ({figures['correct']}/{figures['scored']}; {low:.2f}-{high:.2f})"
-
-
 def _probe_section(probes: dict[str, dict]) -> list[str]:
     """The ``videodiff fidelity`` figures per backbone, beside the first stage's and a uniform guess's."""
     first = next(iter(probes.values()))
-    rows = [[f"samples: {name}", *(_probe_cell(p[a]) for a in ATTRIBUTES)] for name, p in probes.items()]
-    rows.append(
-        ["autoencoder reconstructions of the same scenes", *(_probe_cell(first["first_stage"][a]) for a in ATTRIBUTES)]
-    )
+
+    def cells(figures: dict) -> list[str]:  # the uniform guess has its own row, so not in each cell
+        return [describe(figures[a], chance=False) for a in ATTRIBUTES]
+
+    rows = [[f"samples: {name}", *cells(p)] for name, p in probes.items()]
+    rows.append(["autoencoder reconstructions of the same scenes", *cells(first["first_stage"])])
     rows.append(["a uniform guess", *(f"{first[a]['chance']:.2f}" if first[a]["chance"] else "-" for a in ATTRIBUTES)])
     return [
         f"On {first['prompts']} one-object prompts at {first['size']} (`videodiff fidelity`, seed {first['seed']}, "
-        f"{first['steps']} steps, guidance {first['guidance']}): accuracy (correct/scored; 95% interval). Shape and "
+        f"{first['steps']} steps, guidance {first['guidance']}): accuracy (correct/scored, 95% interval). Shape and "
         "motion are judged only where the colour was found.",
         "",
         _table(["videos", *ATTRIBUTES], rows),
