@@ -146,7 +146,38 @@ def test_hybrid_loss_gradients_are_stopped_on_the_mean():
     torch.testing.assert_close(losses["loss"], losses["mse"] + losses["vb"])
 
 
+@pytest.mark.parametrize("prediction", ["epsilon", "v", "x0"])
+def test_min_snr_loss_is_the_clamped_snr_times_the_x0_error_in_every_parameterisation(prediction):
+    """Hang et al.'s weighting, against its definition: min(SNR(t), gamma) x ||x0 - x0_hat||^2 per sample."""
+    gamma = 5.0
+    d = GaussianDiffusion("cosine", 1000, prediction=prediction, snr_gamma=gamma)
+    gen = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 8, 3, generator=gen, dtype=torch.float64), torch.randn(2, 8, 3, generator=gen, dtype=torch.float64)
+    x0_hat = x0 + 0.3 * torch.randn(2, 8, 3, generator=gen, dtype=torch.float64)
+    t = torch.tensor([[1, 20, 100, 300, 500, 700, 900, 999]] * 2)  # SNR from far above gamma to far below
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[1, 5:] = False
+
+    def network(xt, timesteps):  # a model whose x0 estimate is x0_hat, in the parameterisation's own terms
+        ab = d.schedule.alphas_cumprod[timesteps][..., None]
+        eps_hat = (xt - ab.sqrt() * x0_hat) / (1 - ab).sqrt()
+        return {"epsilon": eps_hat, "v": ab.sqrt() * eps_hat - (1 - ab).sqrt() * x0_hat, "x0": x0_hat}[prediction]
+
+    losses = d.training_losses(network, x0, t, noise, mask)
+    ab = d.schedule.alphas_cumprod[t]
+    snr = ab / (1 - ab)
+    per_sample = torch.minimum(snr, torch.tensor(gamma, dtype=torch.float64)) * ((x0 - x0_hat) ** 2).mean(-1)
+    torch.testing.assert_close(losses["loss"], per_sample[mask].mean(), rtol=1e-5, atol=0)
+    # The logged mse stays the unweighted one, so weighted and unweighted runs compare.
+    plain = GaussianDiffusion("cosine", 1000, prediction=prediction).training_losses(network, x0, t, noise, mask)
+    torch.testing.assert_close(losses["mse"], plain["mse"])
+    torch.testing.assert_close(plain["loss"], plain["mse"])
+    assert not torch.allclose(losses["loss"], plain["loss"])
+
+
 def test_errors():
+    with pytest.raises(ValueError, match="snr_gamma must be a positive number"):
+        GaussianDiffusion(snr_gamma=0.0)
     with pytest.raises(ValueError, match="unknown prediction"):
         GaussianDiffusion(prediction="score")
     d = GaussianDiffusion(variance="learned_range", channel_dim=1)

@@ -32,6 +32,7 @@ def process_config(process: DiffusionProcess) -> dict[str, Any]:
         "variance": process.variance,
         "vb_weight": process.vb_weight,
         "clip_x0": process.clip_x0,
+        "snr_gamma": process.snr_gamma,
     }
 
 

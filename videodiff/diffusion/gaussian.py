@@ -41,9 +41,20 @@ def extract_continuous(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return _per_leading(t, t, like)
 
 
-def masked_mean(values: torch.Tensor, t_shape_mask: torch.Tensor | None, prefix_ndim: int) -> torch.Tensor:
-    """Mean over trailing dims per sample/token, then over the samples/tokens the mask keeps."""
+def masked_mean(
+    values: torch.Tensor,
+    t_shape_mask: torch.Tensor | None,
+    prefix_ndim: int,
+    item_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over trailing dims per sample/token, then over the samples/tokens the mask keeps.
+
+    ``item_weights`` (t-shaped) scale each sample/token's term; the mean still divides by the kept count, so
+    weights of 1 give the plain mean.
+    """
     per_item = values.flatten(prefix_ndim).mean(-1) if values.ndim > prefix_ndim else values
+    if item_weights is not None:
+        per_item = per_item * item_weights.to(per_item.dtype)
     if t_shape_mask is None:
         return per_item.mean()
     weight = t_shape_mask.to(per_item.dtype)
@@ -51,12 +62,16 @@ def masked_mean(values: torch.Tensor, t_shape_mask: torch.Tensor | None, prefix_
 
 
 def prediction_mse(
-    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, prefix_ndim: int
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None,
+    prefix_ndim: int,
+    item_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Masked mean squared error of a model's prediction; its shape must be the target's."""
+    """Masked (optionally per-item weighted) mean squared error of a prediction; its shape must be the target's."""
     if prediction.shape != target.shape:
         raise ValueError(f"model prediction has shape {tuple(prediction.shape)}, expected {tuple(target.shape)}")
-    return masked_mean((target - prediction) ** 2, mask, prefix_ndim)
+    return masked_mean((target - prediction) ** 2, mask, prefix_ndim, item_weights)
 
 
 def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
@@ -100,6 +115,10 @@ class GaussianDiffusion:
         variance: ``fixed_small`` (posterior variance), ``fixed_large`` (beta) or ``learned_range``
             (the network interpolates log-variance between them, Nichol & Dhariwal; DiT's learn_sigma).
         vb_weight: weight of the variational-bound term in the hybrid loss (learned variance only).
+        snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023): each sample's prediction loss is weighted
+            so that it equals ``min(SNR(t), snr_gamma)`` times its x_0 error, whatever the parameterisation
+            (epsilon: ``min(SNR, g) / SNR``, v: ``min(SNR, g) / (SNR + 1)``, x0: ``min(SNR, g)``). None (the
+            default) trains the unweighted loss. The logged ``mse`` stays unweighted so runs compare.
         channel_dim: the axis along which a learned-variance output stacks prediction and variance.
         clip_x0: clamp predicted x_0 to [-clip_x0, clip_x0] when sampling (None for latents, as in DiT).
     """
@@ -113,11 +132,15 @@ class GaussianDiffusion:
         vb_weight: float = 1.0,
         channel_dim: int = -1,
         clip_x0: float | None = None,
+        snr_gamma: float | None = None,
     ):
         if prediction not in ("epsilon", "v", "x0"):
             raise ValueError(f"unknown prediction {prediction!r}; expected 'epsilon', 'v' or 'x0'")
         if variance not in ("fixed_small", "fixed_large", "learned_range"):
             raise ValueError(f"unknown variance {variance!r}")
+        if snr_gamma is not None and not snr_gamma > 0:
+            raise ValueError(f"snr_gamma must be a positive number (or None for no weighting), got {snr_gamma}")
+        self.snr_gamma = snr_gamma
         self.schedule_name, self.prediction, self.variance = schedule, prediction, variance
         self.vb_weight, self.channel_dim, self.clip_x0 = vb_weight, channel_dim, clip_x0
         self.schedule = NoiseSchedule.from_name(schedule, num_timesteps)
@@ -169,6 +192,21 @@ class GaussianDiffusion:
         """v = sqrt(alpha_bar) noise - sqrt(1 - alpha_bar) x_0."""
         s = self.schedule
         return extract(s.sqrt_alphas_cumprod, t, x0) * noise - extract(s.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+
+    def loss_weights(self, t: torch.Tensor) -> torch.Tensor | None:
+        """Per-sample/per-token Min-SNR-gamma weights of the prediction loss (None without ``snr_gamma``)."""
+        if self.snr_gamma is None:
+            return None
+        alpha_bar = self.schedule.alphas_cumprod.to(t.device)[t]
+        snr = alpha_bar / (1.0 - alpha_bar)
+        clamped = snr.clamp(max=self.snr_gamma)
+        if self.prediction == "epsilon":
+            weights = clamped / snr
+        elif self.prediction == "v":
+            weights = clamped / (snr + 1.0)
+        else:
+            weights = clamped
+        return weights
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.prediction == "epsilon":
@@ -251,7 +289,8 @@ class GaussianDiffusion:
         noise: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Scalar losses over the kept samples/tokens: ``loss`` = ``mse`` (+ ``vb_weight`` x ``vb``).
+        """Scalar losses over the kept samples/tokens: ``loss`` = ``mse`` (Min-SNR weighted with ``snr_gamma``)
+        (+ ``vb_weight`` x ``vb``).
 
         Args:
             model_fn: the network, called once with (x_t, model timesteps).
@@ -264,12 +303,15 @@ class GaussianDiffusion:
         xt = self.q_sample(x0, t, noise)
         model_output = model_fn(xt, self.model_timesteps(t))
         prediction, values = self.split_output(model_output)
-        mse = prediction_mse(prediction, self.target(x0, noise, t), mask, t.ndim)
-        terms = {"mse": mse, "loss": mse}
+        target = self.target(x0, noise, t)
+        mse = prediction_mse(prediction, target, mask, t.ndim)
+        weights = self.loss_weights(t)
+        simple = mse if weights is None else prediction_mse(prediction, target, mask, t.ndim, weights)
+        terms = {"mse": mse, "loss": simple}
         if values is not None:
             # The bound trains the variance only: the mean is learned by the simple loss (stop-gradient).
             frozen = torch.cat([prediction.detach(), values], dim=self.channel_dim)
             vb = masked_mean(self.vb_terms(frozen, x0, xt, t), mask, t.ndim)
             terms["vb"] = vb
-            terms["loss"] = mse + self.vb_weight * vb
+            terms["loss"] = simple + self.vb_weight * vb
         return terms
