@@ -152,7 +152,8 @@ def test_min_snr_loss_is_the_clamped_snr_times_the_x0_error_in_every_parameteris
     gamma = 5.0
     d = GaussianDiffusion("cosine", 1000, prediction=prediction, snr_gamma=gamma)
     gen = torch.Generator().manual_seed(0)
-    x0, noise = torch.randn(2, 8, 3, generator=gen, dtype=torch.float64), torch.randn(2, 8, 3, generator=gen, dtype=torch.float64)
+    x0 = torch.randn(2, 8, 3, generator=gen, dtype=torch.float64)
+    noise = torch.randn(2, 8, 3, generator=gen, dtype=torch.float64)
     x0_hat = x0 + 0.3 * torch.randn(2, 8, 3, generator=gen, dtype=torch.float64)
     t = torch.tensor([[1, 20, 100, 300, 500, 700, 900, 999]] * 2)  # SNR from far above gamma to far below
     mask = torch.ones(2, 8, dtype=torch.bool)
