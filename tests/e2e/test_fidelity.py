@@ -5,7 +5,13 @@ import pytest
 
 from tests.helpers import write_untrained_dit_checkpoint
 from videodiff.cli import main
-from videodiff.commands.fidelity import first_stage_verdicts, probe_captions, training_captions, wilson_interval
+from videodiff.commands.fidelity import (
+    first_stage_readings,
+    probe_captions,
+    training_captions,
+    verdicts_of,
+    wilson_interval,
+)
 from videodiff.data.manifest import ManifestEntry, write_manifest
 from videodiff.data.synthetic import MOTIONS, parse_caption
 
@@ -49,10 +55,13 @@ def test_first_stage_renders_each_caption_at_the_probe_size(autoencoder_ckpt):
     shapes = []
     module.encode = lambda videos: shapes.extend(v.shape for v in videos) or list(videos)
     module.decode = lambda latents: list(latents)  # a lossless first stage: the rendered scenes themselves
-    verdicts = first_stage_verdicts(module, probe_captions(6), (9, 24, 32))
+    captions = probe_captions(6)
+    readings = first_stage_readings(module, captions, (9, 24, 32))
     assert shapes == [(3, 9, 24, 32)] * 6
+    verdicts = verdicts_of(readings)
     assert {name: len(v) for name, v in verdicts.items()} == {"background": 6, "color": 6, "shape": 6, "motion": 6}
     assert all(all(v) for v in verdicts.values())  # the renderer's scenes pass the scorer
+    assert [r["motion"][0][0] for r in readings] == [parse_caption(c)[0][0].motion for c in captions]
 
 
 def test_fidelity_command_scores_a_checkpoint_and_writes_counts(tmp_path, tiny_autoencoder_ckpt, capsys):
@@ -69,7 +78,15 @@ def test_fidelity_command_scores_a_checkpoint_and_writes_counts(tmp_path, tiny_a
     low, high = result["background"]["interval"]
     accuracy = result["background"]["accuracy"]
     assert accuracy == result["background"]["correct"] / 3 and low <= accuracy <= high
-    assert "caption fidelity of" in capsys.readouterr().out
+    # Every item scored is one count in the confusion table, under what the caption stated; the diagonal is
+    # what was right. Likewise for the first stage's reconstructions.
+    for figures in (result, result["first_stage"]):
+        for name in ("background", "color", "shape", "motion"):
+            rows = figures["confusion"][name]
+            assert sum(sum(reads.values()) for reads in rows.values()) == figures[name]["scored"]
+            assert sum(reads.get(stated, 0) for stated, reads in rows.items()) == figures[name]["correct"]
+    console = capsys.readouterr().out
+    assert "caption fidelity of" in console and "motion read as:" in console
     # A size the network cannot generate is refused before sampling, naming the rule.
     assert main([*args[:-2], "--size", "4x16x16"]) == 2
     assert "1 + k*2" in capsys.readouterr().err

@@ -48,7 +48,7 @@ from videodiff.data.synthetic import (
 )
 from videodiff.data.transforms import thwc_to_cthw, to_frames, to_unit_range
 from videodiff.diffusion.config import SAMPLERS
-from videodiff.metrics.caption_fidelity import ATTRIBUTES, score_video
+from videodiff.metrics.caption_fidelity import ATTRIBUTES, confusion, read_video
 
 # What naming an attribute at random scores: a background or a shape or a motion uniformly. A colour is
 # "found" or not, which has no guessing rate.
@@ -99,18 +99,22 @@ def summarise(verdicts: dict[str, list[bool]]) -> dict[str, dict]:
     return out
 
 
+def verdicts_of(readings: list[dict[str, list[tuple[str, str]]]]) -> dict[str, list[bool]]:
+    """Per attribute, one right/wrong per item read (``read_video``'s pairs, pooled over videos)."""
+    return {name: [stated == read for r in readings for stated, read in r[name]] for name in ATTRIBUTES}
+
+
 @torch.no_grad()
-def first_stage_verdicts(module, captions: list[str], size: tuple[int, int, int]) -> dict[str, list[bool]]:
-    """Caption fidelity of the module's autoencoder reconstructions of the captions' rendered scenes."""
-    verdicts: dict[str, list[bool]] = {name: [] for name in ATTRIBUTES}
+def first_stage_readings(module, captions: list[str], size: tuple[int, int, int]) -> list[dict]:
+    """``read_video`` of the module's autoencoder reconstructions of the captions' rendered scenes."""
+    readings = []
     for i, caption in enumerate(captions):
         objects, background = parse_caption(caption)
         frames = render_scene(Scene(objects, background, *size, fps=8), np.random.default_rng(i))  # (T, H, W, C)
         video = to_unit_range(thwc_to_cthw(torch.from_numpy(frames)))  # (C, T, H, W)
         [reconstruction] = module.decode(module.encode([video]))
-        for name, values in score_video(to_frames(reconstruction), caption).items():
-            verdicts[name] += values
-    return verdicts
+        readings.append(read_video(to_frames(reconstruction), caption))
+    return readings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,13 +155,12 @@ def fidelity(args: argparse.Namespace, console: Console) -> int:
     )
     seconds = time.perf_counter() - start
     seen = set(trained)
-    groups = ["all", "seen", "novel"] if args.manifest else ["all"]
-    verdicts = {group: {name: [] for name in ATTRIBUTES} for group in groups}
-    for video, caption in zip(videos, captions, strict=True):
-        for name, values in score_video(to_frames(video), caption).items():
-            verdicts["all"][name] += values
-            if args.manifest:
-                verdicts["seen" if caption in seen else "novel"][name] += values
+    readings = [read_video(to_frames(video), caption) for video, caption in zip(videos, captions, strict=True)]
+    groups = {"all": readings}
+    if args.manifest:
+        groups["seen"] = [r for r, c in zip(readings, captions, strict=True) if c in seen]
+        groups["novel"] = [r for r, c in zip(readings, captions, strict=True) if c not in seen]
+    first_stage = first_stage_readings(module, captions, args.size)
     result = {
         "ckpt": str(args.ckpt),
         "prompts": len(captions),
@@ -167,9 +170,10 @@ def fidelity(args: argparse.Namespace, console: Console) -> int:
         "sampler": args.sampler,
         "seed": args.seed,
         "seconds": round(seconds, 1),
-        **summarise(verdicts["all"]),
-        **{group: summarise(verdicts[group]) for group in groups[1:]},
-        "first_stage": summarise(first_stage_verdicts(module, captions, args.size)),
+        **summarise(verdicts_of(readings)),
+        **{group: summarise(verdicts_of(rs)) for group, rs in groups.items() if group != "all"},
+        "confusion": confusion(readings),
+        "first_stage": {**summarise(verdicts_of(first_stage)), "confusion": confusion(first_stage)},
     }
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +189,18 @@ def fidelity(args: argparse.Namespace, console: Console) -> int:
     )
     for name in ATTRIBUTES:
         console.print(f"  {describe(result[name], name)}   first stage {describe(result['first_stage'][name])}")
+    for name in ("shape", "motion"):
+        console.print(f"  {name} read as: {describe_confusion(result['confusion'][name])}", highlight=False)
     return 0
+
+
+def describe_confusion(rows: dict[str, dict[str, int]]) -> str:
+    """``circle: circle 23, triangle 3; square: circle 24, triangle 3``: per stated value, what was read."""
+    if not rows:
+        return "-"
+    return "; ".join(
+        f"{stated}: " + ", ".join(f"{read} {n}" for read, n in reads.items()) for stated, reads in rows.items()
+    )
 
 
 def describe(figures: dict, name: str = "", chance: bool = True) -> str:

@@ -198,9 +198,29 @@ def _probe_section(probes: dict[str, dict]) -> list[str]:
         "",
         _table(["videos", *ATTRIBUTES], rows),
         "",
+        *_confusion_section(probes),
         "On the demo's prompts above (too few to tell a network that follows shapes or motions from one at chance):",
         "",
     ]
+
+
+def _confusion_section(probes: dict[str, dict]) -> list[str]:
+    """Per backbone, what each captioned shape and motion was read as: where the figures above come from."""
+    parts = []
+    for name, probe in probes.items():
+        for attribute in ("shape", "motion"):
+            rows = probe.get("confusion", {}).get(attribute)
+            if not rows:  # figures written before the confusion counts were, or nothing scored
+                continue
+            reads = list(dict.fromkeys(read for counts in rows.values() for read in counts))
+            table = [[stated, *(str(counts.get(r, 0)) for r in reads)] for stated, counts in rows.items()]
+            parts += [
+                f"{name}: each captioned {attribute} (row), read from the samples as (column):",
+                "",
+                _table([f"{attribute} stated", *reads], table),
+                "",
+            ]
+    return parts
 
 
 def render_markdown(

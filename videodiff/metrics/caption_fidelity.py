@@ -6,8 +6,10 @@ objects take the two halves of the longer side) and compared with the caption:
 - ``background``: the palette background nearest to the median colour of the frame border.
 - ``color``: the stated colour is the object colour covering most of the object's region, and a visible
   area of it (a frame of many colours, e.g. an untrained model's patchwork, does not pass by containing it).
-- ``shape``: the fill ratio of the object's bounding box (square ~1, circle ~pi/4, triangle ~1/2).
-- ``motion``: the centroid track (left/right/up/down), the area trend (growing/shrinking), or neither (still).
+- ``shape``: the fill ratio of the bounding box of the object's silhouette (the pixels nearer its colour than
+  the background's): square ~1, circle ~pi/4, triangle ~1/2.
+- ``motion``: the silhouette's centroid track (left/right/up/down), its area trend (growing/shrinking), or
+  neither (still).
 
 Shape and motion are scored only where the colour was found (and motion only for clips of several frames),
 so a missing object counts once, as a colour miss. Accuracies per attribute are the demo's quality signal.
@@ -40,6 +42,10 @@ def _regions(count: int, height: int, width: int) -> list[tuple[slice, slice]]:
     if width >= height:
         return [(slice(0, height), slice(0, width // 2)), (slice(0, height), slice(width // 2, width))]
     return [(slice(0, height // 2), slice(0, width)), (slice(height // 2, height), slice(0, width))]
+
+
+def _distance(pixels: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    return np.linalg.norm(pixels - np.array(colour, dtype=np.float32), axis=-1)
 
 
 def _colour_masks(frames: np.ndarray, background: str) -> np.ndarray:
@@ -79,30 +85,66 @@ def _shape(mask: np.ndarray) -> str:
     return min(FILL_RATIO, key=lambda s: abs(FILL_RATIO[s] - ratio))
 
 
-def score_video(frames_thwc: np.ndarray, caption: str) -> dict[str, list[bool]]:
-    """Per attribute, one verdict per stated item (one background; colour, shape, motion per object)."""
+NONE = "none"  # read where no object colour covers enough of the region to count as drawn
+
+
+def read_video(frames_thwc: np.ndarray, caption: str) -> dict[str, list[tuple[str, str]]]:
+    """Per attribute, ``(stated, read)`` per stated item: what the caption says and what the pixels show.
+
+    ``color`` reads the object colour covering most of the object's region (``NONE`` if too little of it is
+    drawn). Shape and motion are read only where that is the stated colour (and motion only for clips of
+    several frames), so a missing object counts once, as a colour miss.
+    """
     frames = np.asarray(frames_thwc)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"expected (T, H, W, 3) frames, got {frames.shape}")
     objects, background = parse_caption(caption)
     t, h, w, _ = frames.shape
     border = np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], axis=1).reshape(-1, 3)
-    verdicts: dict[str, list[bool]] = {name: [] for name in ATTRIBUTES}
-    verdicts["background"].append(_nearest(np.median(border, axis=0), BACKGROUNDS) == background)
+    readings: dict[str, list[tuple[str, str]]] = {name: [] for name in ATTRIBUTES}
+    readings["background"].append((background, _nearest(np.median(border, axis=0), BACKGROUNDS)))
     nearest = _colour_masks(frames, background)
     names = list(COLORS)
     for obj, (rows, cols) in zip(objects, _regions(len(objects), h, w), strict=True):
         region = nearest[:, rows, cols]
-        mask = region == names.index(obj.color)  # (T, h, w)
         coverage = np.bincount(region.ravel(), minlength=len(names) + 1)[: len(names)]  # object colours only
-        present = mask.mean() >= MIN_AREA and int(coverage.argmax()) == names.index(obj.color)
-        verdicts["color"].append(bool(present))
-        if not present:
+        dominant = int(coverage.argmax())
+        read = names[dominant] if coverage[dominant] >= MIN_AREA * region.size else NONE
+        readings["color"].append((obj.color, read))
+        if read != obj.color:
             continue
-        verdicts["shape"].append(_shape(mask) == obj.shape)
+        # Shape and motion from the object's silhouette: pixels nearer its colour than the background's. The
+        # palette mask above splits a blurred edge or a texture inside an object among third colours, and
+        # so read a third of the autoencoder's plainly square squares as circles (docs/dit.md, "Session 15").
+        pixels = frames[:, rows, cols].astype(np.float32)
+        mask = _distance(pixels, COLORS[obj.color]) < _distance(pixels, BACKGROUNDS[background])  # (T, h, w)
+        readings["shape"].append((obj.shape, _shape(mask)))
         if t > 1:
-            verdicts["motion"].append(_motion(mask) == obj.motion)
-    return verdicts
+            readings["motion"].append((obj.motion, _motion(mask)))
+    return readings
+
+
+def score_video(frames_thwc: np.ndarray, caption: str) -> dict[str, list[bool]]:
+    """Per attribute, one verdict per item ``read_video`` read: does the video show what the caption states?"""
+    return {
+        name: [stated == read for stated, read in pairs] for name, pairs in read_video(frames_thwc, caption).items()
+    }
+
+
+def confusion(readings: Iterable[dict[str, list[tuple[str, str]]]]) -> dict[str, dict[str, dict[str, int]]]:
+    """Per attribute, per stated value, how often each value was read (most often first): how a model fails."""
+    counts: dict[str, dict[str, dict[str, int]]] = {name: {} for name in ATTRIBUTES}
+    for reading in readings:
+        for name, pairs in reading.items():
+            for stated, read in pairs:
+                row = counts[name].setdefault(stated, {})
+                row[read] = row.get(read, 0) + 1
+    return {
+        name: {
+            stated: dict(sorted(row.items(), key=lambda kv: (-kv[1], kv[0]))) for stated, row in sorted(rows.items())
+        }
+        for name, rows in counts.items()
+    }
 
 
 def caption_fidelity(pairs: Iterable[tuple[np.ndarray, str]]) -> dict[str, float]:
