@@ -53,7 +53,7 @@ def test_report_scores_samples_and_lists_stages(tmp_path, synthetic_set, tiny_au
     verdicts = {"background": [True] * 84, "color": [True] * 50 + [False] * 34, "shape": [True] * 14 + [False] * 36}
     probe |= summarise({**verdicts, "motion": [True] * 8 + [False] * 42})
     probe["first_stage"] = summarise({a: [True] * 80 for a in ("background", "color", "shape", "motion")})
-    probe["confusion"] = {"shape": {"square": {"circle": 24, "square": 3}, "circle": {"circle": 23}}}
+    probe["confusion"] = {"shape": {"square": {"circle": 24, "square": 3}, "circle": {"circle": 22, "none": 1}}}
     (demo / "fidelity-joint.json").write_text(json.dumps(probe))
     assert main(["report", "--demo-dir", str(demo), "--eval-clips", "3"]) == 0
     report = (demo / "report" / "report.md").read_text()
@@ -66,8 +66,11 @@ def test_report_scores_samples_and_lists_stages(tmp_path, synthetic_set, tiny_au
     assert f"| samples: joint | {cells} |" in report
     assert "| a uniform guess | 0.25 | - | 0.33 | 0.14 |" in report and report.count("| samples: factorised |") == 1
     assert data["fidelity"]["joint"]["motion"]["correct"] == 8
-    # The confusion counts: a row per captioned shape, a column per shape read; no motion table without counts.
-    assert "| shape stated | circle | square |\n|---|---|---|\n| square | 24 | 3 |\n| circle | 23 | 0 |" in report
+    # The confusion counts: a row per captioned shape, the columns in the rows' order (correct reads on the
+    # diagonal), then what was read but never stated; no motion table without counts.
+    table = "| shape stated | square | circle | none |\n|---|---|---|---|\n"
+    table += "| square | 3 | 24 | 0 |\n| circle | 0 | 22 | 1 |"
+    assert table in report
     assert "joint: each captioned shape" in report and "each captioned motion" not in report
     assert [r["held_out"] for r in data["samples"]["joint"]["rows"]][:2] == [False, False]
     html = (demo / "report" / "report.html").read_text()

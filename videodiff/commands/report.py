@@ -212,7 +212,9 @@ def _confusion_section(probes: dict[str, dict]) -> list[str]:
             rows = probe.get("confusion", {}).get(attribute)
             if not rows:  # figures written before the confusion counts were, or nothing scored
                 continue
-            reads = list(dict.fromkeys(read for counts in rows.values() for read in counts))
+            # Columns in the rows' order, so correct reads lie on the diagonal; then values never stated ("none").
+            extra = sorted({read for counts in rows.values() for read in counts} - set(rows))
+            reads = [*rows, *extra]
             table = [[stated, *(str(counts.get(r, 0)) for r in reads)] for stated, counts in rows.items()]
             parts += [
                 f"{name}: each captioned {attribute} (row), read from the samples as (column):",
