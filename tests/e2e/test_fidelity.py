@@ -5,15 +5,10 @@ import pytest
 
 from tests.helpers import write_untrained_dit_checkpoint
 from videodiff.cli import main
-from videodiff.commands.fidelity import (
-    first_stage_readings,
-    probe_captions,
-    training_captions,
-    verdicts_of,
-    wilson_interval,
-)
+from videodiff.commands.fidelity import first_stage_readings, probe_captions, training_captions, wilson_interval
 from videodiff.data.manifest import ManifestEntry, write_manifest
 from videodiff.data.synthetic import MOTIONS, parse_caption
+from videodiff.metrics.caption_fidelity import verdicts_of
 
 ROOT = Path(__file__).resolve().parents[2]
 

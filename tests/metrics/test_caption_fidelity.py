@@ -3,7 +3,7 @@ import pytest
 
 from videodiff.data.decoding import read_frames_pyav
 from videodiff.data.manifest import read_manifest
-from videodiff.data.synthetic import parse_caption
+from videodiff.data.synthetic import BACKGROUNDS, COLORS, parse_caption
 from videodiff.metrics.caption_fidelity import NONE, caption_fidelity, confusion, read_video, score_video
 
 
@@ -43,8 +43,6 @@ def test_scores_a_drawn_clip_and_rejects_bad_input():
 
 def test_a_patchwork_of_colours_does_not_pass_for_the_stated_one():
     """An untrained model's output (blocks of many colours) contains every colour somewhere; it must not count."""
-    from videodiff.data.synthetic import BACKGROUNDS, COLORS
-
     rng = np.random.default_rng(0)
     palette = np.array(list(COLORS.values()), dtype=np.uint8)
     blocks = rng.integers(0, len(palette), size=(5, 5, 6))
@@ -60,8 +58,6 @@ def test_a_patchwork_of_colours_does_not_pass_for_the_stated_one():
 
 def test_read_video_names_what_was_drawn_and_confusion_counts_it():
     """A red square moving right, captioned wrongly in several ways: each reading names what the pixels show."""
-    from videodiff.data.synthetic import COLORS
-
     frames = np.zeros((5, 32, 32, 3), np.uint8)
     for i in range(5):
         frames[i, 12:20, 2 + 5 * i : 10 + 5 * i] = COLORS["red"]
@@ -93,8 +89,6 @@ def test_read_video_names_what_was_drawn_and_confusion_counts_it():
 
 
 def test_two_objects_are_read_in_their_own_halves():
-    from videodiff.data.synthetic import COLORS
-
     frames = np.zeros((3, 32, 64, 3), np.uint8)
     frames[:, 8:24, 8:24] = COLORS["yellow"]  # left half: a still yellow square
     frames[:, 8:24, 40:56] = COLORS["blue"]  # right half: a still blue square
@@ -106,8 +100,6 @@ def test_two_objects_are_read_in_their_own_halves():
 def test_shape_is_read_from_the_silhouette_not_the_exact_palette_colour():
     """A square textured with stripes nearer another palette colour (as the demo's autoencoder draws them) is
     still a square: every pixel of it is nearer its own colour than the background's."""
-    from videodiff.data.synthetic import BACKGROUNDS, COLORS
-
     frames = np.empty((3, 40, 40, 3), np.uint8)
     frames[:] = BACKGROUNDS["navy"]
     frames[:, 12:28, 12:28] = COLORS["orange"]

@@ -48,7 +48,7 @@ from videodiff.data.synthetic import (
 )
 from videodiff.data.transforms import thwc_to_cthw, to_frames, to_unit_range
 from videodiff.diffusion.config import SAMPLERS
-from videodiff.metrics.caption_fidelity import ATTRIBUTES, confusion, read_video
+from videodiff.metrics.caption_fidelity import ATTRIBUTES, confusion, read_video, verdicts_of
 
 # What naming an attribute at random scores: a background or a shape or a motion uniformly. A colour is
 # "found" or not, which has no guessing rate.
@@ -97,11 +97,6 @@ def summarise(verdicts: dict[str, list[bool]]) -> dict[str, dict]:
             "chance": CHANCE[name],
         }
     return out
-
-
-def verdicts_of(readings: list[dict[str, list[tuple[str, str]]]]) -> dict[str, list[bool]]:
-    """Per attribute, one right/wrong per item read (``read_video``'s pairs, pooled over videos)."""
-    return {name: [stated == read for r in readings for stated, read in r[name]] for name in ATTRIBUTES}
 
 
 @torch.no_grad()

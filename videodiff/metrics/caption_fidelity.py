@@ -124,11 +124,15 @@ def read_video(frames_thwc: np.ndarray, caption: str) -> dict[str, list[tuple[st
     return readings
 
 
+def verdicts_of(readings: Iterable[dict[str, list[tuple[str, str]]]]) -> dict[str, list[bool]]:
+    """Per attribute, one right/wrong per item read (``read_video``'s pairs, pooled over videos)."""
+    readings = list(readings)
+    return {name: [stated == read for r in readings for stated, read in r[name]] for name in ATTRIBUTES}
+
+
 def score_video(frames_thwc: np.ndarray, caption: str) -> dict[str, list[bool]]:
     """Per attribute, one verdict per item ``read_video`` read: does the video show what the caption states?"""
-    return {
-        name: [stated == read for stated, read in pairs] for name, pairs in read_video(frames_thwc, caption).items()
-    }
+    return verdicts_of([read_video(frames_thwc, caption)])
 
 
 def confusion(readings: Iterable[dict[str, list[tuple[str, str]]]]) -> dict[str, dict[str, dict[str, int]]]:
@@ -149,8 +153,5 @@ def confusion(readings: Iterable[dict[str, list[tuple[str, str]]]]) -> dict[str,
 
 def caption_fidelity(pairs: Iterable[tuple[np.ndarray, str]]) -> dict[str, float]:
     """Accuracy per attribute over ``(frames (T, H, W, 3) uint8, caption)`` pairs (NaN where nothing was scored)."""
-    totals: dict[str, list[bool]] = {name: [] for name in ATTRIBUTES}
-    for frames, caption in pairs:
-        for name, verdicts in score_video(frames, caption).items():
-            totals[name].extend(verdicts)
+    totals = verdicts_of(read_video(frames, caption) for frames, caption in pairs)
     return {name: float(np.mean(v)) if v else float("nan") for name, v in totals.items()}
