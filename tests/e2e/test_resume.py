@@ -52,6 +52,7 @@ def _dit(autoencoder: str) -> tuple[str, list[str]]:
         f"--model.init_args.autoencoder={autoencoder}",
         "--model.init_args.dropping.rate=[0.0, 0.5]",  # random token dropping must resume too
         "--data.init_args.batching.init_args.max_tokens=160",
+        "--data.init_args.batching.init_args.rows=2",  # enough batches an epoch for a kill in its middle
         "--data.init_args.sampling.token_budget=128",
     ]
 
