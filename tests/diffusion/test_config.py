@@ -10,6 +10,7 @@ from videodiff.diffusion.config import build_process, make_sampler, process_conf
     [
         GaussianDiffusion("cosine", 200, prediction="v", variance="learned_range", vb_weight=0.5, clip_x0=1.0),
         GaussianDiffusion("linear", 100, prediction="epsilon", snr_gamma=5.0),
+        GaussianDiffusion("cosine", 100, prediction="v", loss_space="x0"),
         RectifiedFlow(timestep_sampling="uniform", logit_mean=0.3, logit_std=0.7, shift=3.0, timestep_scale=10.0),
     ],
 )
@@ -22,6 +23,11 @@ def test_a_process_survives_its_config(process):
     t = process.sample_timesteps((4,), generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(rebuilt.sample_timesteps((4,), generator=torch.Generator().manual_seed(0)), t)
     torch.testing.assert_close(rebuilt.q_sample(x0, t, noise), process.q_sample(x0, t, noise))
+    if isinstance(process, GaussianDiffusion):  # and the same loss weights
+        weights, rebuilt_weights = process.loss_weights(t), rebuilt.loss_weights(t)
+        assert (weights is None) == (rebuilt_weights is None)
+        if weights is not None:
+            torch.testing.assert_close(rebuilt_weights, weights)
 
 
 def test_a_config_without_a_process_is_gaussian_and_an_unknown_one_is_an_error():

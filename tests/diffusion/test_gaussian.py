@@ -146,11 +146,20 @@ def test_hybrid_loss_gradients_are_stopped_on_the_mean():
     torch.testing.assert_close(losses["loss"], losses["mse"] + losses["vb"])
 
 
-@pytest.mark.parametrize("prediction", ["epsilon", "v", "x0"])
-def test_min_snr_loss_is_the_clamped_snr_times_the_x0_error_in_every_parameterisation(prediction):
-    """Hang et al.'s weighting, against its definition: min(SNR(t), gamma) x ||x0 - x0_hat||^2 per sample."""
-    gamma = 5.0
-    d = GaussianDiffusion("cosine", 1000, prediction=prediction, snr_gamma=gamma)
+@pytest.mark.parametrize(
+    "prediction, weighting",
+    [
+        ("epsilon", {"snr_gamma": 5.0}),
+        ("v", {"snr_gamma": 5.0}),
+        ("x0", {"snr_gamma": 5.0}),
+        ("v", {"loss_space": "x0"}),
+        ("x0", {"loss_space": "x0"}),
+    ],
+)
+def test_weighted_losses_are_their_x0_error_definitions_in_every_parameterisation(prediction, weighting):
+    """Against the definitions, per sample: Min-SNR-gamma (Hang et al.) is min(SNR(t), gamma) x ||x0 - x0_hat||^2,
+    ``loss_space="x0"`` is ||x0 - x0_hat||^2 itself, whatever the network predicts."""
+    d = GaussianDiffusion("cosine", 1000, prediction=prediction, **weighting)
     gen = torch.Generator().manual_seed(0)
     x0 = torch.randn(2, 8, 3, generator=gen, dtype=torch.float64)
     noise = torch.randn(2, 8, 3, generator=gen, dtype=torch.float64)
@@ -167,13 +176,16 @@ def test_min_snr_loss_is_the_clamped_snr_times_the_x0_error_in_every_parameteris
     losses = d.training_losses(network, x0, t, noise, mask)
     ab = d.schedule.alphas_cumprod[t]
     snr = ab / (1 - ab)
-    per_sample = torch.minimum(snr, torch.tensor(gamma, dtype=torch.float64)) * ((x0 - x0_hat) ** 2).mean(-1)
+    gamma = weighting.get("snr_gamma")
+    weight = torch.ones_like(snr) if gamma is None else torch.minimum(snr, torch.tensor(gamma, dtype=torch.float64))
+    per_sample = weight * ((x0 - x0_hat) ** 2).mean(-1)
     torch.testing.assert_close(losses["loss"], per_sample[mask].mean(), rtol=1e-5, atol=0)
     # The logged mse stays the unweighted one, so weighted and unweighted runs compare.
     plain = GaussianDiffusion("cosine", 1000, prediction=prediction).training_losses(network, x0, t, noise, mask)
     torch.testing.assert_close(losses["mse"], plain["mse"])
     torch.testing.assert_close(plain["loss"], plain["mse"])
-    assert not torch.allclose(losses["loss"], plain["loss"])
+    if weighting != {"loss_space": "x0"} or prediction != "x0":  # x0's own loss is already the x0 error
+        assert not torch.allclose(losses["loss"], plain["loss"])
 
 
 def test_errors():
@@ -181,6 +193,12 @@ def test_errors():
         GaussianDiffusion(snr_gamma=0.0)
     with pytest.raises(ValueError, match="unknown prediction"):
         GaussianDiffusion(prediction="score")
+    with pytest.raises(ValueError, match="unknown loss_space"):
+        GaussianDiffusion(prediction="v", loss_space="eps")
+    with pytest.raises(ValueError, match="needs prediction 'v' or 'x0'"):
+        GaussianDiffusion(prediction="epsilon", loss_space="x0")
+    with pytest.raises(ValueError, match="not both"):
+        GaussianDiffusion(prediction="v", loss_space="x0", snr_gamma=5.0)
     d = GaussianDiffusion(variance="learned_range", channel_dim=1)
     with pytest.raises(ValueError, match="even number of output channels"):
         d.split_output(torch.zeros(2, 3))

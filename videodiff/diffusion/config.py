@@ -33,6 +33,7 @@ def process_config(process: DiffusionProcess) -> dict[str, Any]:
         "vb_weight": process.vb_weight,
         "clip_x0": process.clip_x0,
         "snr_gamma": process.snr_gamma,
+        "loss_space": process.loss_space,
     }
 
 

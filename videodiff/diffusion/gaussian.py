@@ -20,6 +20,7 @@ import torch
 
 from videodiff.diffusion.schedules import NoiseSchedule, ScheduleName
 
+LossSpace = Literal["prediction", "x0"]
 Prediction = Literal["epsilon", "v", "x0"]
 VarianceType = Literal["fixed_small", "fixed_large", "learned_range"]
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -119,6 +120,13 @@ class GaussianDiffusion:
             so that it equals ``min(SNR(t), snr_gamma)`` times its x_0 error, whatever the parameterisation
             (epsilon: ``min(SNR, g) / SNR``, v: ``min(SNR, g) / (SNR + 1)``, x0: ``min(SNR, g)``). None (the
             default) trains the unweighted loss. The logged ``mse`` stays unweighted so runs compare.
+        loss_space: ``prediction`` (the default) trains the MSE of what the network predicts; ``x0`` the MSE of
+            the x_0 that prediction implies, every timestep weighted alike (v: each term times ``1 / (SNR + 1)``).
+            With ``prediction="v"`` this keeps v's skip from x_t (at low noise x_0 = x_t minus a small
+            correction, so the network need not rebuild a clean latent from scratch, which x0-prediction
+            must) and x0-prediction's weighting, which puts more of the loss on the noisy timesteps where
+            layout and colour are decided than the v loss's ``SNR + 1`` does (docs/dit.md, "Session 18").
+            Not with epsilon-prediction: its x_0 weight, ``1 / SNR``, is unbounded at the last timesteps.
         channel_dim: the axis along which a learned-variance output stacks prediction and variance.
         clip_x0: clamp predicted x_0 to [-clip_x0, clip_x0] when sampling (None for latents, as in DiT).
     """
@@ -133,6 +141,7 @@ class GaussianDiffusion:
         channel_dim: int = -1,
         clip_x0: float | None = None,
         snr_gamma: float | None = None,
+        loss_space: LossSpace = "prediction",
     ):
         if prediction not in ("epsilon", "v", "x0"):
             raise ValueError(f"unknown prediction {prediction!r}; expected 'epsilon', 'v' or 'x0'")
@@ -140,7 +149,16 @@ class GaussianDiffusion:
             raise ValueError(f"unknown variance {variance!r}")
         if snr_gamma is not None and not snr_gamma > 0:
             raise ValueError(f"snr_gamma must be a positive number (or None for no weighting), got {snr_gamma}")
-        self.snr_gamma = snr_gamma
+        if loss_space not in ("prediction", "x0"):
+            raise ValueError(f"unknown loss_space {loss_space!r}; expected 'prediction' or 'x0'")
+        if loss_space == "x0" and prediction == "epsilon":
+            raise ValueError(
+                "loss_space='x0' needs prediction 'v' or 'x0': an epsilon-prediction's x_0 error weight, 1/SNR, "
+                "is unbounded at the last timesteps"
+            )
+        if loss_space == "x0" and snr_gamma is not None:
+            raise ValueError("set snr_gamma or loss_space='x0', not both: each sets the loss's weight per timestep")
+        self.snr_gamma, self.loss_space = snr_gamma, loss_space
         self.schedule_name, self.prediction, self.variance = schedule, prediction, variance
         self.vb_weight, self.channel_dim, self.clip_x0 = vb_weight, channel_dim, clip_x0
         self.schedule = NoiseSchedule.from_name(schedule, num_timesteps)
@@ -194,19 +212,19 @@ class GaussianDiffusion:
         return extract(s.sqrt_alphas_cumprod, t, x0) * noise - extract(s.sqrt_one_minus_alphas_cumprod, t, x0) * x0
 
     def loss_weights(self, t: torch.Tensor) -> torch.Tensor | None:
-        """Per-sample/per-token Min-SNR-gamma weights of the prediction loss (None without ``snr_gamma``)."""
-        if self.snr_gamma is None:
+        """Per-sample/per-token weights of the prediction loss (None: unweighted): Min-SNR-gamma with
+        ``snr_gamma``, the implied x_0's error with ``loss_space="x0"``."""
+        if self.snr_gamma is None and self.loss_space == "prediction":
             return None
         alpha_bar = self.schedule.alphas_cumprod.to(t.device)[t]
         snr = alpha_bar / (1.0 - alpha_bar)
-        clamped = snr.clamp(max=self.snr_gamma)
+        x0_weight = snr.clamp(max=self.snr_gamma) if self.snr_gamma is not None else torch.ones_like(snr)
+        # From the x_0 error to the prediction's: x_0 = (x_t - sqrt(1 - a) eps) / sqrt(a) = sqrt(a) x_t - sqrt(1 - a) v.
         if self.prediction == "epsilon":
-            weights = clamped / snr
-        elif self.prediction == "v":
-            weights = clamped / (snr + 1.0)
-        else:
-            weights = clamped
-        return weights
+            return x0_weight / snr
+        if self.prediction == "v":
+            return x0_weight / (snr + 1.0)
+        return x0_weight
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.prediction == "epsilon":
