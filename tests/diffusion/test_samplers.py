@@ -10,7 +10,9 @@ from videodiff.diffusion import (
     GaussianDiffusion,
     RectifiedFlow,
     classifier_free_guidance,
+    spaced_timesteps,
 )
+from videodiff.diffusion.samplers import edit_steps
 
 
 def gaussian_eps_model(diffusion: GaussianDiffusion, mu: float, var: float):
@@ -142,3 +144,54 @@ def test_flow_path_timesteps_and_loss():
     losses = flow.training_losses(lambda x, mt: torch.zeros_like(x), x0, t[:3], noise, mask)
     assert losses["loss"].item() == pytest.approx(((noise - x0)[mask] ** 2).mean().item(), rel=1e-6)
     assert math.isclose(flow.model_timesteps(torch.tensor(0.25)).item(), 250.0)
+
+
+def x0_oracle_eps(diffusion: GaussianDiffusion, x0: torch.Tensor):
+    """The epsilon-predictor that knows the data: at every (original) timestep its x_0 estimate is ``x0``."""
+    ab = diffusion.schedule.alphas_cumprod
+
+    def fn(x, t):
+        a = ab[t].to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        return (x - a.sqrt() * x0) / (1 - a).sqrt()
+
+    return fn
+
+
+@pytest.mark.parametrize("sampler", [DDIMSampler(steps=50), DDIMSampler(steps=50, eta=1.0), DDPMSampler(steps=50)])
+@pytest.mark.parametrize("strength", [0.1, 0.5, 1.0])
+def test_edit_starts_where_its_last_steps_begin_and_an_oracle_returns_the_data(sampler, strength):
+    d = GaussianDiffusion("cosine", 1000)
+    x0, noise = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
+    oracle, calls = x0_oracle_eps(d, x0), []
+    record = lambda x, t: calls.append((x.clone(), int(t[0]))) or oracle(x, t)
+    out = sampler.edit(record, x0, noise, d, strength, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, x0, rtol=1e-9, atol=1e-9)
+    # It runs the last round(strength * 50) of the sampler's 50 steps, from x0 noised to the first of them.
+    count = round(strength * 50)
+    assert len(calls) == count
+    first_x, first_t = calls[0]
+    assert first_t == int(spaced_timesteps(1000, 50, "linspace")[count - 1])
+    a = d.schedule.alphas_cumprod[first_t]
+    torch.testing.assert_close(first_x, a.sqrt() * x0 + (1 - a).sqrt() * noise)
+
+
+def test_euler_edit_of_a_straight_path_returns_the_data_and_at_full_strength_is_sampling():
+    flow = RectifiedFlow(shift=2.0)
+    x0, noise = torch.randn(5, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    times = []
+    velocity = lambda x, t: times.append(float(t[0])) or (noise - x0)  # the straight path's exact velocity
+    torch.testing.assert_close(EulerSampler(steps=20).edit(velocity, x0, noise, flow, 0.3), x0)
+    assert len(times) == 6
+    start = flow.shift_time(torch.tensor([6 / 20], dtype=torch.float64))  # the last 6 of 20 steps begin at t = 0.3
+    assert times[0] == pytest.approx(float(flow.model_timesteps(start)[0]))
+    model = gaussian_velocity_model(flow, 0.2, 0.5)
+    full = EulerSampler(steps=20).edit(model, x0, noise, flow, 1.0)
+    torch.testing.assert_close(full, EulerSampler(steps=20).sample(model, noise, flow))
+
+
+def test_edit_strength_must_be_a_fraction_of_the_steps():
+    d = GaussianDiffusion("linear", 100)
+    for strength in (0.0, -0.2, 1.5):
+        with pytest.raises(ValueError, match=r"strength must be in \(0, 1\]"):
+            DDIMSampler(steps=10).edit(lambda x, t: x, torch.zeros(1, 1), torch.zeros(1, 1), d, strength)
+    assert edit_steps(50, 0.001) == 1 and edit_steps(50, 0.5) == 25 and edit_steps(50, 1.0) == 50

@@ -133,3 +133,26 @@ def test_checkpoint_to_videodiff_sample(tmp_path, tiny_autoencoder_ckpt):
     for wrong, message in ((tmp_path / "none.ckpt", "checkpoint not found"), (tiny_autoencoder_ckpt, "autoencoder")):
         result = run("--ckpt", str(wrong), "--prompt", "x", "--size", "1x16x16", "--out", str(tmp_path / "bad"))
         assert result.returncode == 2 and message in result.stderr
+    # Editing a video (SDEdit): the first sample, redrawn under another prompt, at its size and a portrait one.
+    source, edits = out / files[0], tmp_path / "edits"
+    result = run("--ckpt", str(ckpt), "--edit", str(source), "--strength", "0.5",
+                 "--prompt", "a red square still on a black background",
+                 "--prompt", "a red circle still on a black background", "--size", "5x16x32", "--size", "3x32x16",
+                 "--steps", "4", "--out", str(edits))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (edits / "samples.jsonl").read_text().splitlines()]
+    assert [(r["size"], r["edit"], r["strength"]) for r in records] == [
+        ("5x16x32", [str(source)], 0.5),
+        ("3x32x16", [str(source)], 0.5),
+    ]
+    assert _frames(edits / records[0]["file"]) == (5, 16, 32) and _frames(edits / records[1]["file"]) == (3, 32, 16)
+    bad_edits = {
+        (str(source), "--size", "9x16x32"): "has 5 frames, the size asks for 9",
+        (str(tmp_path / "missing.mp4"), "--size", "5x16x32"): "file not found",
+        (str(source), "--size", "5x16x32", "--strength", "0"): "--strength must be in (0, 1]",
+    }
+    for args, message in bad_edits.items():
+        result = run(
+            "--ckpt", str(ckpt), "--prompt", "x", "--edit", *args, "--steps", "1", "--out", str(tmp_path / "bad")
+        )
+        assert result.returncode == 2 and message in result.stderr, result.stderr

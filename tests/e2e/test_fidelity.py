@@ -1,13 +1,21 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import write_untrained_dit_checkpoint
 from videodiff.cli import main
-from videodiff.commands.fidelity import first_stage_readings, probe_captions, training_captions, wilson_interval
+from videodiff.commands.fidelity import (
+    EDITED,
+    first_stage_readings,
+    probe_captions,
+    swap_attribute,
+    training_captions,
+    wilson_interval,
+)
 from videodiff.data.manifest import ManifestEntry, write_manifest
-from videodiff.data.synthetic import MOTIONS, parse_caption
+from videodiff.data.synthetic import LOW_CONTRAST, MOTIONS, parse_caption
 from videodiff.metrics.caption_fidelity import verdicts_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,3 +94,29 @@ def test_fidelity_command_scores_a_checkpoint_and_writes_counts(tmp_path, tiny_a
     assert main([*args[:-2], "--size", "4x16x16"]) == 2
     assert "1 + k*2" in capsys.readouterr().err
     assert main([*args, "--training-prompts"]) == 2 and "--training-prompts needs --manifest" in capsys.readouterr().err
+
+
+def test_swap_attribute_changes_that_attribute_alone_to_a_value_the_scene_can_show():
+    for caption in probe_captions(84):
+        (source,), background = parse_caption(caption)
+        for attribute in EDITED:
+            (edited,), edited_background = parse_caption(swap_attribute(caption, attribute))
+            assert edited_background == background and getattr(edited, attribute) != getattr(source, attribute)
+            assert replace(edited, **{attribute: getattr(source, attribute)}) == source
+            assert (edited.color, background) not in LOW_CONTRAST
+
+
+def test_fidelity_edit_counts_what_each_edit_shows(tmp_path, tiny_autoencoder_ckpt, capsys):
+    config = f"{ROOT}/configs/dit/tiny_joint.yaml"
+    ckpt = write_untrained_dit_checkpoint(tmp_path / "dit.ckpt", tiny_autoencoder_ckpt, config)
+    out = tmp_path / "fidelity.json"
+    args = ["fidelity", "--ckpt", str(ckpt), "--num", "3", "--steps", "4", "--size", "3x16x16", "--out", str(out)]
+    assert main([*args, "--edit", "0.5"]) == 0
+    edit = json.loads(out.read_text())["edit"]
+    assert edit["strength"] == 0.5 and edit["color"]["scored"] == 3  # every edit's colour is read
+    for attribute in EDITED:
+        figures = edit[attribute]
+        # The new value and the source's differ, so no reading counts as both.
+        assert figures["follows"] + figures["keeps"] <= figures["scored"] <= 3
+    assert "edits at strength 0.5" in capsys.readouterr().out
+    assert main([*args, "--edit", "1.5"]) == 2 and "strength must be in (0, 1]" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from tests.helpers import make_dit_module, save_module, write_autoencoder_checkp
 from videodiff.data import ClipSampling, PackedRows, VideoDataModule
 from videodiff.data.datasets import VideoListBatch
 from videodiff.data.sizing import SizingError
-from videodiff.diffusion import EulerSampler, RectifiedFlow, classifier_free_guidance
+from videodiff.diffusion import EulerSampler, GaussianDiffusion, RectifiedFlow, classifier_free_guidance
 from videodiff.errors import ConfigError
 from videodiff.models.dit.module import DiTModule
 from videodiff.models.text import CaptionClasses
@@ -267,3 +267,33 @@ def test_overfits_one_clip(autoencoder_ckpt, process):
         losses.append(float(loss["mse"].detach()))
     first, last = sum(losses[:20]) / 20, sum(losses[-20:]) / 20
     assert last < first / 3, (first, last)
+
+
+def test_edit_videos_is_deterministic_independent_of_packing_and_an_oracle_returns_the_reconstruction(autoencoder_ckpt):
+    module = randomise(make_module(autoencoder_ckpt)).eval()
+    generator = torch.Generator().manual_seed(0)
+    videos = [torch.rand(3, *size, generator=generator) * 2 - 1 for size in [(5, 16, 32), (1, 32, 16), (3, 24, 24)]]
+    first = module.edit_videos(videos, CAPTIONS, strength=0.5, steps=4, guidance=2.0, seed=3)
+    assert [v.shape for v in first] == [v.shape for v in videos]
+    again = module.edit_videos(videos, CAPTIONS, strength=0.5, steps=4, guidance=2.0, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    alone = module.edit_videos(videos[:1], CAPTIONS[:1], strength=0.5, steps=4, guidance=2.0, seed=3)
+    torch.testing.assert_close(alone[0], first[0], atol=1e-5, rtol=1e-5)
+    # The edit starts from the video: at the lowest noise level it is nearly the reconstruction, from pure noise not.
+    reconstructions = module.decode(module.encode(videos))
+    distance = lambda edited: sum(float((a - b).abs().mean()) for a, b in zip(edited, reconstructions, strict=True))
+    light = module.edit_videos(videos, CAPTIONS, strength=0.02, steps=50, guidance=2.0, seed=3)
+    full = module.edit_videos(videos, CAPTIONS, strength=1.0, steps=4, guidance=2.0, seed=3)
+    assert distance(light) < distance(full) / 5
+    # A network that predicts each video's own clean latent (x0-prediction) takes every edit back to it.
+    oracle = make_module(autoencoder_ckpt, diffusion=GaussianDiffusion("cosine", 100, prediction="x0")).eval()
+    latents = oracle.encode(videos)
+    clean = pack(latents, oracle.patch_size, max(math.prod(token_grid(z.shape, oracle.patch_size)) for z in latents))
+    oracle.model_fn = lambda network, packed, condition: lambda x, t: clean.tokens
+    edited = oracle.edit_videos(videos, CAPTIONS, strength=0.7, steps=10)
+    for video, reconstruction in zip(edited, oracle.decode(latents), strict=True):
+        torch.testing.assert_close(video, reconstruction.clamp(-1, 1), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="2 prompts but 3 videos"):
+        module.edit_videos(videos, CAPTIONS[:2])
+    with pytest.raises(SizingError, match="height, width multiples of 8, 8"):
+        module.edit_videos([torch.zeros(3, 5, 20, 32)], CAPTIONS[:1])

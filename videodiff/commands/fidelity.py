@@ -16,6 +16,12 @@ follows these but not novel prompts has memorised its clips rather than learned 
 
 ``first_stage`` scores the checkpoint's own frozen autoencoder on the same captions (each scene rendered at the
 probe's size, encoded and decoded): no DiT on that autoencoder can score above it.
+
+``--edit STRENGTH`` asks where a network takes each attribute from. The rendered probe scenes are edited
+(SDEdit: noised to where the last STRENGTH of the sampler's steps begin, then denoised) under their caption
+with one attribute changed (colour, shape or motion, in turn), and each edit is read: does it show the new
+value (``follows``) or the source's (``keeps``)? A network that keeps the source's shape at a strength where
+it follows a new colour draws its shapes from its input, not from its caption (docs/dit.md, "Session 19").
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import itertools
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,17 +106,58 @@ def summarise(verdicts: dict[str, list[bool]]) -> dict[str, dict]:
     return out
 
 
+def rendered_scenes(captions: list[str], size: tuple[int, int, int]) -> list[torch.Tensor]:
+    """Each caption's scene rendered at ``size``, ``(3, T, H, W)`` in [-1, 1] (scene ``i`` seeded by ``i``)."""
+    videos = []
+    for i, caption in enumerate(captions):
+        objects, background = parse_caption(caption)
+        frames = render_scene(Scene(objects, background, *size, fps=8), np.random.default_rng(i))  # (T, H, W, C)
+        videos.append(to_unit_range(thwc_to_cthw(torch.from_numpy(frames))))
+    return videos
+
+
 @torch.no_grad()
 def first_stage_readings(module, captions: list[str], size: tuple[int, int, int]) -> list[dict]:
     """``read_video`` of the module's autoencoder reconstructions of the captions' rendered scenes."""
     readings = []
-    for i, caption in enumerate(captions):
-        objects, background = parse_caption(caption)
-        frames = render_scene(Scene(objects, background, *size, fps=8), np.random.default_rng(i))  # (T, H, W, C)
-        video = to_unit_range(thwc_to_cthw(torch.from_numpy(frames)))  # (C, T, H, W)
+    for video, caption in zip(rendered_scenes(captions, size), captions, strict=True):
         [reconstruction] = module.decode(module.encode([video]))
         readings.append(read_video(to_frames(reconstruction), caption))
     return readings
+
+
+EDITED = ("color", "shape", "motion")
+
+
+def swap_attribute(caption: str, attribute: str) -> str:
+    """The one-object ``caption`` with ``attribute`` (color, shape or motion) changed to the next value of its
+    kind; a colour skips those too close to the background to see."""
+    (obj,), background = parse_caption(caption)
+    if attribute == "color":
+        values = [c for c in COLORS if (c, background) not in LOW_CONTRAST]
+    else:
+        values = list({"shape": SHAPES, "motion": MOTIONS}[attribute])
+    new = values[(values.index(getattr(obj, attribute)) + 1) % len(values)]
+    return caption_for([replace(obj, **{attribute: new})], background)
+
+
+def edit_figures(module, captions: list[str], args: argparse.Namespace) -> dict:
+    """Per attribute of ``EDITED``: how often an edit of the rendered scene under the caption with that
+    attribute changed shows the new value (``follows``) and the source's (``keeps``), of the ``scored``."""
+    scenes = rendered_scenes(captions, args.size)
+    out: dict = {"strength": args.edit}
+    for attribute in EDITED:
+        prompts = [swap_attribute(c, attribute) for c in captions]
+        videos = module.edit_videos(
+            scenes, prompts, args.edit, steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler
+        )
+        follows = keeps = scored = 0
+        for video, prompt, caption in zip(videos, prompts, captions, strict=True):
+            for stated, read in read_video(to_frames(video), prompt)[attribute]:
+                source = getattr(parse_caption(caption)[0][0], attribute)
+                scored, follows, keeps = scored + 1, follows + (read == stated), keeps + (read == source)
+        out[attribute] = {"follows": follows, "keeps": keeps, "scored": scored}
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifest", help="training manifest: also score training captions and novel ones apart")
     parser.add_argument("--training-prompts", action="store_true", help="prompt with its one-object captions")
     parser.add_argument("--save", help="write the samples side by side to this PNG (middle frame of each)")
+    parser.add_argument(
+        "--edit",
+        type=float,
+        metavar="STRENGTH",
+        help="also edit the rendered scenes at this SDEdit strength in (0, 1] with one attribute of the caption "
+        "changed, and count how often the edit shows the new value and how often the source's",
+    )
     return parser
 
 
@@ -136,6 +191,8 @@ def fidelity(args: argparse.Namespace, console: Console) -> int:
 
     if args.training_prompts and not args.manifest:
         raise ValueError("--training-prompts needs --manifest")
+    if args.edit is not None and not 0.0 < args.edit <= 1.0:
+        raise ValueError(f"--edit: the strength must be in (0, 1], got {args.edit}")
     trained = training_captions(args.manifest) if args.manifest else []
     if args.training_prompts:
         captions = [c for c in trained if len(parse_caption(c)[0]) == 1][: args.num]
@@ -170,6 +227,8 @@ def fidelity(args: argparse.Namespace, console: Console) -> int:
         "confusion": confusion(readings),
         "first_stage": {**summarise(verdicts_of(first_stage)), "confusion": confusion(first_stage)},
     }
+    if args.edit is not None:
+        result["edit"] = edit_figures(module, captions, args)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
@@ -186,6 +245,15 @@ def fidelity(args: argparse.Namespace, console: Console) -> int:
         console.print(f"  {describe(result[name], name)}   first stage {describe(result['first_stage'][name])}")
     for name in ("shape", "motion"):
         console.print(f"  {name} read as: {describe_confusion(result['confusion'][name])}", highlight=False)
+    if args.edit is not None:
+        console.print(f"  edits at strength {args.edit}, one attribute of the caption changed:", highlight=False)
+        for name in EDITED:
+            figures = result["edit"][name]
+            console.print(
+                f"    {name}: shows the new one {figures['follows']}/{figures['scored']}, "
+                f"the source's {figures['keeps']}/{figures['scored']}",
+                highlight=False,
+            )
     return 0
 
 

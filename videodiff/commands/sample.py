@@ -12,6 +12,7 @@ import torch
 from rich.console import Console
 
 from videodiff.commands import run_reporting_errors
+from videodiff.data.decoding import VideoReadError
 from videodiff.data.sizing import SizingError, parse_size
 from videodiff.diffusion.config import SAMPLERS
 
@@ -49,7 +50,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the written files")
     parser.add_argument("--out", default="samples", help="output folder")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--edit",
+        action="append",
+        metavar="VIDEO",
+        help="edit this video (or image) instead of generating from noise (SDEdit): its first frames, resized to "
+        "the size asked for, are noised and redrawn under the prompt; one per prompt (repeat) or one for all",
+    )
+    parser.add_argument(
+        "--strength", type=float, help="with --edit: how much to redraw, in (0, 1] (1: from noise; default 0.6)"
+    )
     return parser
+
+
+def edit_sources(args: argparse.Namespace, sizes: list[tuple[int, int, int]]) -> list[torch.Tensor]:
+    """The ``--edit`` videos as ``(3, T, H, W)`` in [-1, 1]: each one's first T frames, resized to its size."""
+    from videodiff.data.decoding import probe, read_frames
+    from videodiff.data.transforms import resize, thwc_to_cthw, to_unit_range
+
+    if len(args.edit) not in (1, len(args.prompt)):
+        raise ValueError(f"{len(args.edit)} --edit videos for {len(args.prompt)} prompts: give one, or one each")
+    paths = list(args.edit) * (len(args.prompt) if len(args.edit) == 1 else 1)
+    videos = []
+    for path, (frames, height, width) in zip(paths, sizes, strict=True):
+        available = probe(path).frames
+        if available < frames:
+            raise ValueError(f"--edit {path}: has {available} frames, the size asks for {frames}")
+        video = to_unit_range(thwc_to_cthw(torch.from_numpy(read_frames(path, list(range(frames))))))
+        videos.append(resize(video, height, width))
+    return videos
 
 
 def sizes_from(args: argparse.Namespace) -> list[tuple[int, int, int]]:
@@ -89,12 +118,16 @@ def sample(args: argparse.Namespace, console: Console) -> int:
     from videodiff.models.dit.module import DiTModule
 
     sizes = sizes_from(args)
+    if args.strength is not None and not args.edit:
+        raise ValueError("--strength is for --edit: give the video to edit")
+    if args.edit:
+        args.strength = 0.6 if args.strength is None else args.strength
+        if not 0.0 < args.strength <= 1.0:
+            raise ValueError(f"--strength must be in (0, 1], got {args.strength}")
     module = DiTModule.from_checkpoint(args.ckpt, map_location=args.device).to(args.device)
     for size in sizes:
         module.check_size(size)  # every size is checked before any work starts
-    videos = module.sample_videos(
-        args.prompt,
-        sizes,
+    options = dict(
         steps=args.steps,
         sampler=args.sampler,
         eta=args.eta,
@@ -104,6 +137,11 @@ def sample(args: argparse.Namespace, console: Console) -> int:
         use_ema=not args.no_ema,
         progress=console.is_terminal,
     )
+    if args.edit:
+        sources = edit_sources(args, sizes)
+        videos = module.edit_videos(sources, args.prompt, strength=args.strength, **options)
+    else:
+        videos = module.sample_videos(args.prompt, sizes, **options)
     out = Path(args.out)
     arrays, records = [], []
     for i, (prompt, video) in enumerate(zip(args.prompt, videos, strict=True)):
@@ -118,6 +156,8 @@ def sample(args: argparse.Namespace, console: Console) -> int:
         records.append({"file": path.name, "gif": f"{name}.gif", "prompt": prompt, "size": size})
         console.print(f"{path}  {size}  {prompt!r}", highlight=False, soft_wrap=True)
     settings = {k: getattr(args, k) for k in ("ckpt", "steps", "sampler", "eta", "guidance", "seed", "no_ema")}
+    if args.edit:
+        settings.update(edit=args.edit, strength=args.strength)
     with open(out / "samples.jsonl", "w") as f:  # what was asked for, beside what was made (for reports)
         for record in records:
             f.write(json.dumps({**record, **settings}) + "\n")
@@ -127,4 +167,5 @@ def sample(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: list[str]) -> int:
-    return run_reporting_errors(sample, build_parser().parse_args(argv), (ValueError, OSError, SizingError), code=2)
+    errors = (ValueError, OSError, SizingError, VideoReadError)
+    return run_reporting_errors(sample, build_parser().parse_args(argv), errors, code=2)

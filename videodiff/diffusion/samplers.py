@@ -3,7 +3,9 @@
 ``DDPMSampler`` (ancestral, all T steps or a respaced subset) and ``DDIMSampler`` (eta) run a
 ``GaussianDiffusion``; ``EulerSampler`` integrates a ``RectifiedFlow``. Classifier-free guidance wraps
 two model functions into one before sampling. Noise is drawn only from the given generator, so a call is
-deterministic given it.
+deterministic given it. ``edit`` runs the last part of a sampler's steps from data noised to where they
+begin (SDEdit, Meng et al. 2022): video-to-video editing, and a probe of what a model takes from its
+condition rather than from its input (``videodiff fidelity --edit``).
 """
 
 from __future__ import annotations
@@ -67,6 +69,30 @@ class Sampler(ABC):
     ) -> torch.Tensor:
         """Sample from ``noise``; ``t_dims`` leading dims of it carry a timestep each (1: per sample)."""
 
+    @abstractmethod
+    def edit(
+        self,
+        model_fn: ModelFn,
+        x0: torch.Tensor,
+        noise: torch.Tensor,
+        process: DiffusionProcess,
+        strength: float,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        t_dims: int = 1,
+    ) -> torch.Tensor:
+        """SDEdit: noise ``x0`` with ``noise`` to where the last ``strength`` of the steps begin, then run them.
+
+        ``strength`` 1 starts (nearly) from pure noise; smaller keeps more of ``x0``'s layout.
+        """
+
+
+def edit_steps(steps: int, strength: float) -> int:
+    """How many of ``steps`` an edit of ``strength`` in (0, 1] runs: at least one."""
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    return max(1, round(strength * steps))
+
 
 def _respaced(process: DiffusionProcess, steps: int | None, spacing: Spacing, sampler: str) -> GaussianDiffusion:
     if not isinstance(process, GaussianDiffusion):
@@ -77,7 +103,28 @@ def _respaced(process: DiffusionProcess, steps: int | None, spacing: Spacing, sa
     return process.with_schedule(process.schedule.respace(keep))
 
 
-class DDPMSampler(Sampler):
+class _GaussianSampler(Sampler):
+    """A sampler stepping a (respaced) ``GaussianDiffusion``: subclasses give ``steps``, ``spacing``, ``_run``."""
+
+    steps: int | None
+    spacing: Spacing
+
+    def sample(self, model_fn, noise, process, generator=None, progress=False, t_dims=1):
+        diffusion = _respaced(process, self.steps, self.spacing, type(self).__name__)
+        return self._run(model_fn, noise, diffusion, diffusion.num_timesteps, generator, progress, t_dims)
+
+    def edit(self, model_fn, x0, noise, process, strength, generator=None, progress=False, t_dims=1):
+        diffusion = _respaced(process, self.steps, self.spacing, type(self).__name__)
+        count = edit_steps(diffusion.num_timesteps, strength)
+        t = torch.full(x0.shape[:t_dims], count - 1, dtype=torch.long, device=x0.device)
+        return self._run(model_fn, diffusion.q_sample(x0, t, noise), diffusion, count, generator, progress, t_dims)
+
+    @abstractmethod
+    def _run(self, model_fn, x, diffusion, count, generator, progress, t_dims) -> torch.Tensor:
+        """The last ``count`` steps of ``diffusion`` (respaced), from ``x`` at the first of them."""
+
+
+class DDPMSampler(_GaussianSampler):
     """Ancestral sampling: x_{t-1} ~ p(x_{t-1} | x_t) at every step.
 
     Args:
@@ -88,10 +135,8 @@ class DDPMSampler(Sampler):
     def __init__(self, steps: int | None = None, spacing: Spacing = "linspace"):
         self.steps, self.spacing = steps, spacing
 
-    def sample(self, model_fn, noise, process, generator=None, progress=False, t_dims=1):
-        diffusion = _respaced(process, self.steps, self.spacing, "DDPMSampler")
-        x = noise
-        for i in _steps(reversed(range(diffusion.num_timesteps)), progress, "DDPM sampling"):
+    def _run(self, model_fn, x, diffusion, count, generator, progress, t_dims):
+        for i in _steps(reversed(range(count)), progress, "DDPM sampling"):
             t = torch.full(x.shape[:t_dims], i, dtype=torch.long, device=x.device)
             x = self.step(diffusion, model_fn(x, diffusion.model_timesteps(t)), x, t, generator)
         return x
@@ -106,7 +151,7 @@ class DDPMSampler(Sampler):
         return estimate.mean + torch.exp(0.5 * estimate.log_variance) * noise
 
 
-class DDIMSampler(Sampler):
+class DDIMSampler(_GaussianSampler):
     """DDIM (Song et al. 2021): deterministic at eta=0, DDPM-like at eta=1.
 
     Args:
@@ -120,11 +165,9 @@ class DDIMSampler(Sampler):
             raise ValueError(f"eta must be >= 0, got {eta}")
         self.steps, self.eta, self.spacing = steps, eta, spacing
 
-    def sample(self, model_fn, noise, process, generator=None, progress=False, t_dims=1):
-        diffusion = _respaced(process, self.steps, self.spacing, "DDIMSampler")
+    def _run(self, model_fn, x, diffusion, count, generator, progress, t_dims):
         schedule = diffusion.schedule
-        x = noise
-        for i in _steps(reversed(range(diffusion.num_timesteps)), progress, "DDIM sampling"):
+        for i in _steps(reversed(range(count)), progress, "DDIM sampling"):
             t = torch.full(x.shape[:t_dims], i, dtype=torch.long, device=x.device)
             estimate = diffusion.p_mean_variance(model_fn(x, diffusion.model_timesteps(t)), x, t)
             x = self.step(schedule.alphas_cumprod, schedule.alphas_cumprod_prev, t, x, estimate, generator)
@@ -154,11 +197,22 @@ class EulerSampler(Sampler):
         self.steps = steps
 
     def sample(self, model_fn, noise, process, generator=None, progress=False, t_dims=1):
+        return self._run(model_fn, noise, process, self._times(process), 0, progress, t_dims)
+
+    def edit(self, model_fn, x0, noise, process, strength, generator=None, progress=False, t_dims=1):
+        times = self._times(process)
+        first = self.steps - edit_steps(self.steps, strength)
+        t = torch.full(x0.shape[:t_dims], float(times[first]), dtype=x0.dtype, device=x0.device)
+        return self._run(model_fn, process.q_sample(x0, t, noise), process, times, first, progress, t_dims)
+
+    def _times(self, process) -> torch.Tensor:
         if not isinstance(process, RectifiedFlow):
             raise TypeError(f"EulerSampler integrates a RectifiedFlow, got {type(process).__name__}")
-        times = process.shift_time(torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64))
-        x = noise
-        for k in _steps(range(self.steps), progress, "Euler sampling"):
+        return process.shift_time(torch.linspace(1.0, 0.0, self.steps + 1, dtype=torch.float64))
+
+    def _run(self, model_fn, x, process, times, first, progress, t_dims):
+        """Steps ``first`` to the last, from ``x`` at ``times[first]``."""
+        for k in _steps(range(first, self.steps), progress, "Euler sampling"):
             t = torch.full(x.shape[:t_dims], float(times[k]), dtype=x.dtype, device=x.device)
             velocity = model_fn(x, process.model_timesteps(t))
             x = x + float(times[k + 1] - times[k]) * velocity

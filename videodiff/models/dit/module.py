@@ -362,20 +362,65 @@ class DiTModule(FaultTolerantSteps, StepThroughput, LightningModule):
             sizes = list(sizes) * len(prompts)
         if len(sizes) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(sizes)} sizes")
-        network = self.eval_network if use_ema else self.backbone
-        generator = torch.Generator().manual_seed(seed)
-        channels = self.autoencoder.latent_channels
-        noise = [torch.randn(channels, *self.check_size(s), generator=generator).to(self.device) for s in sizes]
+        noise = self._noise([self.check_size(s) for s in sizes], seed)
         lengths = [math.prod(token_grid(z.shape, self.patch_size)) for z in noise]
         packed = pack(noise, self.patch_size, max_tokens or max(lengths))
-        conditional = self.text_encoder is not None or self.labels is not None
-        cond_fn = self.model_fn(network, packed, self.condition(prompts))
-        if conditional and guidance != 1.0:
-            null = self.condition(prompts, drop=torch.ones(len(prompts), dtype=torch.bool))
-            model_fn = classifier_free_guidance(cond_fn, self.model_fn(network, packed, null), guidance, self.diffusion)
-        else:
-            model_fn = cond_fn
-        chosen = make_sampler(sampler, self.diffusion, steps, eta)
+        model_fn = self._guided(packed, prompts, guidance, use_ema)
         device_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
-        tokens = chosen.sample(model_fn, packed.tokens, self.diffusion, device_generator, progress=progress, t_dims=2)
+        tokens = make_sampler(sampler, self.diffusion, steps, eta).sample(
+            model_fn, packed.tokens, self.diffusion, device_generator, progress=progress, t_dims=2
+        )
         return self.decode(unpack_videos(tokens, packed, self.patch_size))
+
+    @torch.no_grad()
+    def edit_videos(
+        self,
+        videos: Sequence[torch.Tensor],
+        prompts: Sequence[str],
+        strength: float = 0.6,
+        steps: int = 50,
+        sampler: SamplerName = "auto",
+        eta: float = 0.0,
+        guidance: float = 4.0,
+        seed: int = 0,
+        max_tokens: int | None = None,
+        use_ema: bool = True,
+        progress: bool = False,
+    ) -> list[torch.Tensor]:
+        """Video-to-video editing (SDEdit): each video is encoded, noised to where the last ``strength`` of the
+        sampler's steps begin, and taken back to data under its prompt, in one packed call.
+
+        A small ``strength`` keeps the video's layout and changes detail; 1 redraws it from (nearly) pure noise.
+        ``videos`` are pixels ``(3, T, H, W)`` in [-1, 1] at sizes the model can generate (``check_size``);
+        the other arguments are ``sample_videos``'s. Returns pixel videos like it.
+        """
+        if len(videos) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(videos)} videos")
+        for video in videos:
+            self.check_size(tuple(video.shape[1:]))
+        latents = self.encode([v.to(self.device) for v in videos])
+        noise = self._noise([tuple(z.shape[1:]) for z in latents], seed)
+        length = max_tokens or max(math.prod(token_grid(z.shape, self.patch_size)) for z in latents)
+        packed, clean = pack(noise, self.patch_size, length), pack(latents, self.patch_size, length)
+        model_fn = self._guided(packed, prompts, guidance, use_ema)
+        device_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
+        tokens = make_sampler(sampler, self.diffusion, steps, eta).edit(
+            model_fn, clean.tokens, packed.tokens, self.diffusion, strength, device_generator, progress, t_dims=2
+        )
+        return self.decode(unpack_videos(tokens, packed, self.patch_size))
+
+    def _noise(self, grids: Sequence[tuple[int, int, int]], seed: int) -> list[torch.Tensor]:
+        """Noise on each latent grid, drawn in turn from ``seed``: a video's noise does not depend on what it is
+        packed with."""
+        generator = torch.Generator().manual_seed(seed)
+        channels = self.autoencoder.latent_channels
+        return [torch.randn(channels, *grid, generator=generator).to(self.device) for grid in grids]
+
+    def _guided(self, packed: PackedBatch, prompts: Sequence[str], guidance: float, use_ema: bool) -> Callable:
+        """The model function on ``packed``'s layout, classifier-free guided at ``guidance`` when conditional."""
+        network = self.eval_network if use_ema else self.backbone
+        cond_fn = self.model_fn(network, packed, self.condition(prompts))
+        if (self.text_encoder is None and self.labels is None) or guidance == 1.0:
+            return cond_fn
+        null = self.condition(prompts, drop=torch.ones(len(prompts), dtype=torch.bool))
+        return classifier_free_guidance(cond_fn, self.model_fn(network, packed, null), guidance, self.diffusion)
