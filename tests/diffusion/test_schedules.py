@@ -76,3 +76,17 @@ def test_invalid_schedules():
         NoiseSchedule.from_name("linear", 20)
     with pytest.raises(ValueError, match="in \\(0, 1\\]"):
         NoiseSchedule(torch.tensor([0.0, 0.1]))
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+@pytest.mark.parametrize("shift", [0.5, 2.0, 4.0])
+def test_snr_shift_divides_every_snr_by_its_square(name, shift):
+    base, shifted = NoiseSchedule.from_name(name, 1000), NoiseSchedule.from_name(name, 1000, snr_shift=shift)
+    snr = lambda s: s.alphas_cumprod / (1 - s.alphas_cumprod)
+    # The cosine schedule clamps its last beta (0.999), and so may the shifted one: compare where neither does.
+    unclamped = (base.betas < 0.999) & (shifted.betas < 0.999)
+    torch.testing.assert_close(snr(shifted)[unclamped], snr(base)[unclamped] / shift**2, rtol=1e-9, atol=0)
+    assert bool(((shifted.alphas_cumprod < base.alphas_cumprod) == (shift > 1))[unclamped].all())
+    assert torch.equal(NoiseSchedule.from_name(name, 1000, snr_shift=1.0).betas, base.betas)
+    with pytest.raises(ValueError, match="SNR shift must be a positive number"):
+        NoiseSchedule.from_name(name, 1000, snr_shift=0.0)

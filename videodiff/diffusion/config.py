@@ -34,6 +34,7 @@ def process_config(process: DiffusionProcess) -> dict[str, Any]:
         "clip_x0": process.clip_x0,
         "snr_gamma": process.snr_gamma,
         "loss_space": process.loss_space,
+        "snr_shift": process.snr_shift,
     }
 
 

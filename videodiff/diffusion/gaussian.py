@@ -127,6 +127,11 @@ class GaussianDiffusion:
             must) and x0-prediction's weighting, which puts more of the loss on the noisy timesteps where
             layout and colour are decided than the v loss's ``SNR + 1`` does (docs/dit.md, "Session 18").
             Not with epsilon-prediction: its x_0 weight, ``1 / SNR``, is unbounded at the last timesteps.
+        snr_shift: divide the schedule's SNR at every timestep by ``snr_shift**2`` (1: the schedule as named).
+            Above 1, more of training and sampling happens where the noisy input no longer shows where an
+            object is or how it moves, so the network has to learn those from its caption: on small latents
+            the cosine schedule keeps them visible up to its last few per cent of timesteps (docs/dit.md,
+            "Session 19").
         channel_dim: the axis along which a learned-variance output stacks prediction and variance.
         clip_x0: clamp predicted x_0 to [-clip_x0, clip_x0] when sampling (None for latents, as in DiT).
     """
@@ -142,6 +147,7 @@ class GaussianDiffusion:
         clip_x0: float | None = None,
         snr_gamma: float | None = None,
         loss_space: LossSpace = "prediction",
+        snr_shift: float = 1.0,
     ):
         if prediction not in ("epsilon", "v", "x0"):
             raise ValueError(f"unknown prediction {prediction!r}; expected 'epsilon', 'v' or 'x0'")
@@ -161,7 +167,8 @@ class GaussianDiffusion:
         self.snr_gamma, self.loss_space = snr_gamma, loss_space
         self.schedule_name, self.prediction, self.variance = schedule, prediction, variance
         self.vb_weight, self.channel_dim, self.clip_x0 = vb_weight, channel_dim, clip_x0
-        self.schedule = NoiseSchedule.from_name(schedule, num_timesteps)
+        self.snr_shift = snr_shift
+        self.schedule = NoiseSchedule.from_name(schedule, num_timesteps, snr_shift)
 
     @property
     def num_timesteps(self) -> int:

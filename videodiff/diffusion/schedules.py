@@ -35,6 +35,21 @@ def cosine_betas(num_timesteps: int, offset: float = 0.008, max_beta: float = 0.
     return torch.tensor(betas, dtype=torch.float64)
 
 
+def shift_snr(betas: torch.Tensor, shift: float, max_beta: float = 0.999) -> torch.Tensor:
+    """The schedule whose every SNR is the given one's divided by ``shift**2`` (the shifted schedules of
+    Hoogeboom et al. 2023, SD3's shift for flows): ``shift > 1`` spends more timesteps at noise levels where
+    the input no longer shows a video's layout, so the network must take it from its condition."""
+    if not shift > 0:
+        raise ValueError(f"the SNR shift must be a positive number, got {shift}")
+    if shift == 1.0:
+        return betas
+    alphas_cumprod = torch.cumprod(1.0 - betas.double(), dim=0)
+    snr = alphas_cumprod / (1.0 - alphas_cumprod) / shift**2
+    shifted = snr / (1.0 + snr)
+    previous = torch.cat([torch.ones(1, dtype=shifted.dtype), shifted[:-1]])
+    return (1.0 - shifted / previous).clamp(max=max_beta)
+
+
 def spaced_timesteps(num_timesteps: int, steps: int, spacing: Spacing = "leading") -> list[int]:
     """Which of ``num_timesteps`` original steps a ``steps``-step sampler visits (ascending).
 
@@ -87,13 +102,15 @@ class NoiseSchedule:
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * self.alphas.sqrt() / (1.0 - self.alphas_cumprod)
 
     @classmethod
-    def from_name(cls, name: ScheduleName = "linear", num_timesteps: int = 1000) -> NoiseSchedule:
+    def from_name(
+        cls, name: ScheduleName = "linear", num_timesteps: int = 1000, snr_shift: float = 1.0
+    ) -> NoiseSchedule:
         if num_timesteps < 1:
             raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
         if name == "linear":
-            return cls(linear_betas(num_timesteps))
+            return cls(shift_snr(linear_betas(num_timesteps), snr_shift))
         if name == "cosine":
-            return cls(cosine_betas(num_timesteps))
+            return cls(shift_snr(cosine_betas(num_timesteps), snr_shift))
         raise ValueError(f"unknown beta schedule {name!r}; expected 'linear' or 'cosine'")
 
     def respace(self, keep: Sequence[int]) -> NoiseSchedule:
