@@ -130,3 +130,4 @@ def test_fast_dev_run_fits_both_models_on_it(tmp_path, monkeypatch, tiny_autoenc
     assert dit.trainer.global_step == 1 and not dit.model.text_encoder.unknown_words
     # The recipe docs/benchmarks.md's Moving MNIST figures were measured with, whatever the tiny configs move to.
     assert dit.model.diffusion.prediction == "v" and dit.model.backbone.config["rope_theta"] == 10000
+    assert dit.model.diffusion.snr_shift == 1.0

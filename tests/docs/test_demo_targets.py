@@ -30,9 +30,9 @@ def fit_line(output: str, stage: str) -> str:
 def test_default_demo_trains_the_tiny_dit(tmp_path):
     output = dry_run(tmp_path)
     dit = fit_line(output, "dit-joint")
-    assert "--trainer.max_steps=2600" in dit and "hidden_size" not in dit and "depth" not in dit
+    assert "--trainer.max_steps=4000" in dit and "hidden_size" not in dit and "depth" not in dit
     # The tiny configs' own recipe (x0, 4 rows), not DEMO=long's.
-    assert "prediction=" not in dit and "rows=" not in dit and "rope_theta" not in dit
+    assert "prediction=" not in dit and "rows=" not in dit and "rope_theta" not in dit and "snr_shift" not in dit
     assert f"--out {tmp_path}/samples-joint" in output
     assert "-long" not in output
 
@@ -43,7 +43,13 @@ def test_long_demo_adds_the_wide_dit_beside_the_default(tmp_path):
     for override in ("hidden_size=128", "depth=6", "--trainer.max_steps=16000", "filename=dit-joint-long"):
         assert override in dit
     # The recipe its documented figures were measured with, whatever the tiny configs have moved to since.
-    for recipe in ("diffusion.init_args.prediction=v", "batching.init_args.rows=2", "rope_theta=10000"):
+    recipe_settings = (
+        "prediction=v",
+        "batching.init_args.rows=2",
+        "rope_theta=10000",
+        "diffusion.init_args.snr_shift=1",
+    )
+    for recipe in recipe_settings:
         assert recipe in dit
     # Same data, VAE and latents as the default run, so the report compares the two DiTs on one first stage.
     assert fit_line(output, "autoencoder").count("--trainer.max_steps=4000") == 1
