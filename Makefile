@@ -16,8 +16,8 @@ DEMO_DIR ?= runs/demo
 # DEMO=quick is a smoke run of every stage (a few minutes); the default is the ~20-minute run on 2 cores;
 # DEMO=long adds, beside the default's DiT in the same run directory and report, a DiT 128 wide and 6 deep
 # trained 16000 steps (about an hour on 2 cores) whose samples follow colours and, in half the videos, motions,
-# where the default's follow colours and a third of the motions, but its shapes are at chance (docs/dit.md,
-# "Session 17").
+# where the default's follow colours and over a third of the motions, its shapes barely (docs/dit.md,
+# "Session 19").
 ifeq ($(DEMO),quick)
 AE_STEPS ?= 200
 DIT_STEPS ?= 300
