@@ -55,6 +55,7 @@ from videodiff.data.synthetic import (
 )
 from videodiff.data.transforms import thwc_to_cthw, to_frames, to_unit_range
 from videodiff.diffusion.config import SAMPLERS
+from videodiff.diffusion.samplers import check_strength
 from videodiff.metrics.caption_fidelity import ATTRIBUTES, confusion, read_video, verdicts_of
 
 # What naming an attribute at random scores: a background or a shape or a motion uniformly. A colour is
@@ -191,8 +192,8 @@ def fidelity(args: argparse.Namespace, console: Console) -> int:
 
     if args.training_prompts and not args.manifest:
         raise ValueError("--training-prompts needs --manifest")
-    if args.edit is not None and not 0.0 < args.edit <= 1.0:
-        raise ValueError(f"--edit: the strength must be in (0, 1], got {args.edit}")
+    if args.edit is not None:
+        check_strength(args.edit, "--edit strength")
     trained = training_captions(args.manifest) if args.manifest else []
     if args.training_prompts:
         captions = [c for c in trained if len(parse_caption(c)[0]) == 1][: args.num]

@@ -15,6 +15,7 @@ from videodiff.commands import run_reporting_errors
 from videodiff.data.decoding import VideoReadError
 from videodiff.data.sizing import SizingError, parse_size
 from videodiff.diffusion.config import SAMPLERS
+from videodiff.diffusion.samplers import check_strength
 
 
 def size_argument(text: str) -> tuple[int, int, int]:
@@ -63,14 +64,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_per_prompt(values: list, prompts: int, what: str) -> list:
+    """``values`` given once for all ``prompts`` or once each, as one per prompt; else an error naming ``what``."""
+    if len(values) not in (1, prompts):
+        raise ValueError(f"{len(values)} {what} for {prompts} prompts: give one, or one each")
+    return list(values) * (prompts if len(values) == 1 else 1)
+
+
 def edit_sources(args: argparse.Namespace, sizes: list[tuple[int, int, int]]) -> list[torch.Tensor]:
     """The ``--edit`` videos as ``(3, T, H, W)`` in [-1, 1]: each one's first T frames, resized to its size."""
     from videodiff.data.decoding import probe, read_frames
     from videodiff.data.transforms import resize, thwc_to_cthw, to_unit_range
 
-    if len(args.edit) not in (1, len(args.prompt)):
-        raise ValueError(f"{len(args.edit)} --edit videos for {len(args.prompt)} prompts: give one, or one each")
-    paths = list(args.edit) * (len(args.prompt) if len(args.edit) == 1 else 1)
+    paths = one_per_prompt(args.edit, len(args.prompt), "--edit videos")
     videos = []
     for path, (frames, height, width) in zip(paths, sizes, strict=True):
         available = probe(path).frames
@@ -86,9 +92,7 @@ def sizes_from(args: argparse.Namespace) -> list[tuple[int, int, int]]:
     if args.size and any(v is not None for v in given):
         raise ValueError("give either --size or --frames/--height/--width, not both")
     if args.size:
-        if len(args.size) not in (1, len(args.prompt)):
-            raise ValueError(f"{len(args.size)} --size values for {len(args.prompt)} prompts: give one, or one each")
-        return list(args.size) * (len(args.prompt) if len(args.size) == 1 else 1)
+        return one_per_prompt(args.size, len(args.prompt), "--size values")
     if any(v is None for v in given):
         raise ValueError("give the size: --frames, --height and --width (or --size FxHxW)")
     return [tuple(given)] * len(args.prompt)
@@ -121,9 +125,7 @@ def sample(args: argparse.Namespace, console: Console) -> int:
     if args.strength is not None and not args.edit:
         raise ValueError("--strength is for --edit: give the video to edit")
     if args.edit:
-        args.strength = 0.6 if args.strength is None else args.strength
-        if not 0.0 < args.strength <= 1.0:
-            raise ValueError(f"--strength must be in (0, 1], got {args.strength}")
+        args.strength = check_strength(0.6 if args.strength is None else args.strength, "--strength")
     module = DiTModule.from_checkpoint(args.ckpt, map_location=args.device).to(args.device)
     for size in sizes:
         module.check_size(size)  # every size is checked before any work starts

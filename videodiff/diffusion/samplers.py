@@ -87,11 +87,16 @@ class Sampler(ABC):
         """
 
 
+def check_strength(strength: float, name: str = "strength") -> float:
+    """An edit's strength, or a ``ValueError`` naming ``name`` (e.g. the command-line flag that gave it)."""
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {strength}")
+    return strength
+
+
 def edit_steps(steps: int, strength: float) -> int:
     """How many of ``steps`` an edit of ``strength`` in (0, 1] runs: at least one."""
-    if not 0.0 < strength <= 1.0:
-        raise ValueError(f"strength must be in (0, 1], got {strength}")
-    return max(1, round(strength * steps))
+    return max(1, round(check_strength(strength) * steps))
 
 
 def _respaced(process: DiffusionProcess, steps: int | None, spacing: Spacing, sampler: str) -> GaussianDiffusion:
