@@ -12,6 +12,7 @@ from videodiff.diffusion.config import build_process, make_sampler, process_conf
         GaussianDiffusion("linear", 100, prediction="epsilon", snr_gamma=5.0),
         GaussianDiffusion("cosine", 100, prediction="v", loss_space="x0"),
         GaussianDiffusion("cosine", 100, prediction="x0", snr_shift=3.0),
+        GaussianDiffusion("cosine", 100, prediction="x0", sigma_data=0.5, loss_space="x0"),
         RectifiedFlow(timestep_sampling="uniform", logit_mean=0.3, logit_std=0.7, shift=3.0, timestep_scale=10.0),
     ],
 )

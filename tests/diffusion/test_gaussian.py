@@ -35,9 +35,11 @@ def test_posterior_equals_bayes_rule_on_gaussians(step):
     torch.testing.assert_close(var.squeeze(), (1 / precision).expand(5), rtol=1e-10, atol=0)
 
 
-@pytest.mark.parametrize("prediction", ["epsilon", "v", "x0"])
-def test_parameterisations_invert(prediction):
-    d = GaussianDiffusion("linear", 1000, prediction=prediction)
+@pytest.mark.parametrize(
+    "prediction, extra", [("epsilon", {}), ("v", {}), ("x0", {}), ("x0", {"sigma_data": 0.5}), ("x0", {"sigma_data": 3.0})]
+)
+def test_parameterisations_invert(prediction, extra):
+    d = GaussianDiffusion("linear", 1000, prediction=prediction, **extra)
     x0, noise = torch.randn(6, 3, dtype=torch.float64), torch.randn(6, 3, dtype=torch.float64)
     t = torch.tensor([0, 1, 10, 500, 998, 999])
     xt = d.q_sample(x0, t, noise)
@@ -154,6 +156,8 @@ def test_hybrid_loss_gradients_are_stopped_on_the_mean():
         ("x0", {"snr_gamma": 5.0}),
         ("v", {"loss_space": "x0"}),
         ("x0", {"loss_space": "x0"}),
+        ("x0", {"loss_space": "x0", "sigma_data": 0.5}),
+        ("x0", {"snr_gamma": 5.0, "sigma_data": 0.5}),
     ],
 )
 def test_weighted_losses_are_their_x0_error_definitions_in_every_parameterisation(prediction, weighting):
@@ -171,6 +175,10 @@ def test_weighted_losses_are_their_x0_error_definitions_in_every_parameterisatio
     def network(xt, timesteps):  # a model whose x0 estimate is x0_hat, in the parameterisation's own terms
         ab = d.schedule.alphas_cumprod[timesteps][..., None]
         eps_hat = (xt - ab.sqrt() * x0_hat) / (1 - ab).sqrt()
+        if "sigma_data" in weighting:  # EDM: x0_hat = c_skip x + c_out F on x = xt / sqrt(ab), sigma^2 = 1 / SNR
+            sd, sigma2 = weighting["sigma_data"], (1 - ab) / ab
+            c_skip, c_out = sd**2 / (sigma2 + sd**2), (sigma2.sqrt() * sd) / (sigma2 + sd**2).sqrt()
+            return (x0_hat - c_skip * xt / ab.sqrt()) / c_out
         return {"epsilon": eps_hat, "v": ab.sqrt() * eps_hat - (1 - ab).sqrt() * x0_hat, "x0": x0_hat}[prediction]
 
     losses = d.training_losses(network, x0, t, noise, mask)
@@ -181,11 +189,37 @@ def test_weighted_losses_are_their_x0_error_definitions_in_every_parameterisatio
     per_sample = weight * ((x0 - x0_hat) ** 2).mean(-1)
     torch.testing.assert_close(losses["loss"], per_sample[mask].mean(), rtol=1e-5, atol=0)
     # The logged mse stays the unweighted one, so weighted and unweighted runs compare.
-    plain = GaussianDiffusion("cosine", 1000, prediction=prediction).training_losses(network, x0, t, noise, mask)
+    preconditioning = {k: v for k, v in weighting.items() if k == "sigma_data"}
+    plain = GaussianDiffusion("cosine", 1000, prediction=prediction, **preconditioning).training_losses(
+        network, x0, t, noise, mask
+    )
     torch.testing.assert_close(losses["mse"], plain["mse"])
     torch.testing.assert_close(plain["loss"], plain["mse"])
     if weighting != {"loss_space": "x0"} or prediction != "x0":  # x0's own loss is already the x0 error
         assert not torch.allclose(losses["loss"], plain["loss"])
+
+
+def test_sigma_data_one_is_v_prediction_and_small_sigma_data_skips_only_at_low_noise():
+    """EDM's preconditioning with sigma_data = 1 on a variance-preserving process is v-prediction with F = -v
+    (same x_0 from the same x_t, same training loss); with a small sigma_data the network's output carries the
+    x_0 estimate until the last, nearly clean timesteps."""
+    edm = GaussianDiffusion("cosine", 1000, prediction="x0", sigma_data=1.0)
+    v = GaussianDiffusion("cosine", 1000, prediction="v")
+    gen = torch.Generator().manual_seed(1)
+    x0, noise, out = (torch.randn(7, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    t = torch.tensor([0, 5, 50, 300, 600, 900, 999])
+    xt = v.q_sample(x0, t, noise)
+    torch.testing.assert_close(edm.predict_x0(-out, xt, t), v.predict_x0(out, xt, t), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(edm.target(x0, noise, t), -v.target(x0, noise, t), rtol=1e-9, atol=1e-9)
+    losses = [d.training_losses(lambda x, s: x * 0.3, x0, t, noise)["loss"] for d in (v, edm)]
+    assert not torch.allclose(losses[0], losses[1])  # F = 0.3 x is -v's negation, so the losses differ...
+    losses_neg = edm.training_losses(lambda x, s: -x * 0.3, x0, t, noise)["loss"]
+    torch.testing.assert_close(losses_neg, losses[0])  # ...and the same when the networks agree
+    small = GaussianDiffusion("cosine", 1000, prediction="x0", sigma_data=0.25, snr_shift=4.0)
+    ab = small.schedule.alphas_cumprod
+    for step, share in ((5, 0.8), (900, 0.01)):  # the input's share of x_0: skip * sqrt(alpha_bar) = c_skip
+        x_only = small.predict_x0(torch.zeros(1, 1), torch.ones(1, 1) * ab[step].sqrt(), torch.tensor([step]))
+        assert (x_only.item() > share) if step == 5 else (x_only.item() < share)
 
 
 def test_errors():
@@ -199,6 +233,10 @@ def test_errors():
         GaussianDiffusion(prediction="epsilon", loss_space="x0")
     with pytest.raises(ValueError, match="not both"):
         GaussianDiffusion(prediction="v", loss_space="x0", snr_gamma=5.0)
+    with pytest.raises(ValueError, match="sigma_data preconditions x0-prediction"):
+        GaussianDiffusion(prediction="v", sigma_data=0.5)
+    with pytest.raises(ValueError, match="sigma_data preconditions x0-prediction"):
+        GaussianDiffusion(prediction="x0", sigma_data=0.0)
     d = GaussianDiffusion(variance="learned_range", channel_dim=1)
     with pytest.raises(ValueError, match="even number of output channels"):
         d.split_output(torch.zeros(2, 3))

@@ -35,6 +35,7 @@ def process_config(process: DiffusionProcess) -> dict[str, Any]:
         "snr_gamma": process.snr_gamma,
         "loss_space": process.loss_space,
         "snr_shift": process.snr_shift,
+        "sigma_data": process.sigma_data,
     }
 
 

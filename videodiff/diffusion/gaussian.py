@@ -132,6 +132,15 @@ class GaussianDiffusion:
             object is or how it moves, so the network has to learn those from its caption: on small latents
             the cosine schedule keeps them visible up to its last few per cent of timesteps (docs/dit.md,
             "Session 19").
+        sigma_data: with ``prediction="x0"``, precondition the network as EDM does (Karras et al. 2022, with
+            this data standard deviation): x_0 = c_skip x_t / sqrt(alpha_bar) + c_out F, where ``c_skip =
+            s^2 SNR / (1 + s^2 SNR)`` and ``c_out = s / sqrt(1 + s^2 SNR)``. At low noise x_0 is mostly the input
+            and the network draws only a correction; at high noise it draws x_0 (times ``s``) as plain
+            x0-prediction does. ``s = 1`` is v-prediction (F = -v); a smaller ``s`` keeps x0-prediction's
+            behaviour over more of the schedule and the skip only for its last, nearly clean steps, where a
+            plain x0 network redraws the fine detail it is handed (docs/dit.md, "Session 21"). None (the
+            default): plain x0-prediction. The prediction-space loss is then the MSE of F (EDM's weighting);
+            ``loss_space="x0"`` keeps x0-prediction's.
         channel_dim: the axis along which a learned-variance output stacks prediction and variance.
         clip_x0: clamp predicted x_0 to [-clip_x0, clip_x0] when sampling (None for latents, as in DiT).
     """
@@ -148,6 +157,7 @@ class GaussianDiffusion:
         snr_gamma: float | None = None,
         loss_space: LossSpace = "prediction",
         snr_shift: float = 1.0,
+        sigma_data: float | None = None,
     ):
         if prediction not in ("epsilon", "v", "x0"):
             raise ValueError(f"unknown prediction {prediction!r}; expected 'epsilon', 'v' or 'x0'")
@@ -164,7 +174,12 @@ class GaussianDiffusion:
             )
         if loss_space == "x0" and snr_gamma is not None:
             raise ValueError("set snr_gamma or loss_space='x0', not both: each sets the loss's weight per timestep")
-        self.snr_gamma, self.loss_space = snr_gamma, loss_space
+        if sigma_data is not None and (prediction != "x0" or not sigma_data > 0):
+            raise ValueError(
+                f"sigma_data preconditions x0-prediction: it needs prediction='x0' and a positive value, "
+                f"got prediction={prediction!r}, sigma_data={sigma_data!r}"
+            )
+        self.snr_gamma, self.loss_space, self.sigma_data = snr_gamma, loss_space, sigma_data
         self.schedule_name, self.prediction, self.variance = schedule, prediction, variance
         self.vb_weight, self.channel_dim, self.clip_x0 = vb_weight, channel_dim, clip_x0
         self.snr_shift = snr_shift
@@ -231,13 +246,26 @@ class GaussianDiffusion:
             return x0_weight / snr
         if self.prediction == "v":
             return x0_weight / (snr + 1.0)
+        if self.sigma_data is not None:  # x_0 = skip x_t + out F
+            return x0_weight * self._preconditioning(t, snr)[1] ** 2
         return x0_weight
+
+    def _preconditioning(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """EDM's (c_skip / sqrt(alpha_bar), c_out) at ``t``, shaped to broadcast against ``like``: x_0 = skip x_t
+        + out F. Written in alpha_bar so that neither divides by zero at either end of the schedule."""
+        alpha_bar = extract(self.schedule.alphas_cumprod, t, like)
+        s2 = self.sigma_data**2
+        denominator = (1.0 - alpha_bar) + s2 * alpha_bar
+        return s2 * alpha_bar.sqrt() / denominator, (s2 * (1.0 - alpha_bar) / denominator).sqrt()
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         if self.prediction == "epsilon":
             return noise
         if self.prediction == "v":
             return self.velocity(x0, noise, t)
+        if self.sigma_data is not None:
+            skip, out = self._preconditioning(t, x0)
+            return (x0 - skip * self.q_sample(x0, t, noise)) / out
         return x0
 
     def predict_x0(self, prediction: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -252,6 +280,9 @@ class GaussianDiffusion:
                 extract(s.sqrt_alphas_cumprod, t, xt) * xt
                 - extract(s.sqrt_one_minus_alphas_cumprod, t, xt) * prediction
             )
+        if self.sigma_data is not None:
+            skip, out = self._preconditioning(t, xt)
+            return skip * xt + out * prediction
         return prediction
 
     def predict_eps(self, x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
