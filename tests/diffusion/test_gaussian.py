@@ -36,7 +36,8 @@ def test_posterior_equals_bayes_rule_on_gaussians(step):
 
 
 @pytest.mark.parametrize(
-    "prediction, extra", [("epsilon", {}), ("v", {}), ("x0", {}), ("x0", {"sigma_data": 0.5}), ("x0", {"sigma_data": 3.0})]
+    "prediction, extra",
+    [("epsilon", {}), ("v", {}), ("x0", {}), ("x0", {"sigma_data": 0.5}), ("x0", {"sigma_data": 3.0})],
 )
 def test_parameterisations_invert(prediction, extra):
     d = GaussianDiffusion("linear", 1000, prediction=prediction, **extra)
@@ -212,9 +213,9 @@ def test_sigma_data_one_is_v_prediction_and_small_sigma_data_skips_only_at_low_n
     torch.testing.assert_close(edm.predict_x0(-out, xt, t), v.predict_x0(out, xt, t), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(edm.target(x0, noise, t), -v.target(x0, noise, t), rtol=1e-9, atol=1e-9)
     losses = [d.training_losses(lambda x, s: x * 0.3, x0, t, noise)["loss"] for d in (v, edm)]
-    assert not torch.allclose(losses[0], losses[1])  # F = 0.3 x is -v's negation, so the losses differ...
+    assert not torch.allclose(losses[0], losses[1])  # one output read as v and as F = -v: different x_0...
     losses_neg = edm.training_losses(lambda x, s: -x * 0.3, x0, t, noise)["loss"]
-    torch.testing.assert_close(losses_neg, losses[0])  # ...and the same when the networks agree
+    torch.testing.assert_close(losses_neg, losses[0])  # ...negated, the same x_0 and the same loss
     small = GaussianDiffusion("cosine", 1000, prediction="x0", sigma_data=0.25, snr_shift=4.0)
     ab = small.schedule.alphas_cumprod
     for step, share in ((5, 0.8), (900, 0.01)):  # the input's share of x_0: skip * sqrt(alpha_bar) = c_skip
