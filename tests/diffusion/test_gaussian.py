@@ -218,9 +218,12 @@ def test_sigma_data_one_is_v_prediction_and_small_sigma_data_skips_only_at_low_n
     torch.testing.assert_close(losses_neg, losses[0])  # ...negated, the same x_0 and the same loss
     small = GaussianDiffusion("cosine", 1000, prediction="x0", sigma_data=0.25, snr_shift=4.0)
     ab = small.schedule.alphas_cumprod
-    for step, share in ((5, 0.8), (900, 0.01)):  # the input's share of x_0: skip * sqrt(alpha_bar) = c_skip
-        x_only = small.predict_x0(torch.zeros(1, 1), torch.ones(1, 1) * ab[step].sqrt(), torch.tensor([step]))
-        assert (x_only.item() > share) if step == 5 else (x_only.item() < share)
+
+    def input_share(step: int) -> float:  # c_skip: x_0 from an x_t of sqrt(alpha_bar) with F = 0
+        return small.predict_x0(torch.zeros(1, 1), ab[step].sqrt().reshape(1, 1), torch.tensor([step])).item()
+
+    assert input_share(5) > 0.8
+    assert input_share(900) < 0.01
 
 
 def test_errors():
