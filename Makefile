@@ -18,6 +18,10 @@ DEMO_DIR ?= runs/demo
 # times as long (16000 steps, about half an hour more on 2 cores): its objects take the captioned motion in
 # about three quarters of the videos (0.72-0.75 over two runs), where the default's do in about a third, and
 # it draws triangles; neither tells squares from circles (docs/dit.md, "Session 20").
+# DEMO=shapes adds, the same way, the DiT that also draws the captioned shape: 128 wide x 6 deep, one token per
+# 2x2 latents (four times the default's tokens), 16000 steps of 2 rows of 2048 tokens, about 3 hours 10 minutes
+# more on 2 cores; most square prompts come out straight-sided, circle prompts round, triangle prompts pointed
+# (one seed, docs/dit.md, "Session 25").
 ifeq ($(DEMO),quick)
 AE_STEPS ?= 200
 DIT_STEPS ?= 300
@@ -28,6 +32,14 @@ DIT_STEPS ?= 16000
 DIT_SUFFIX := -long
 # In-training samples every 4000 steps, not every 500: the report samples the final network anyway.
 DIT_ARGS := --trainer.callbacks.init_args.every_n_steps=4000
+else ifeq ($(DEMO),shapes)
+DIT_STEPS ?= 16000
+DIT_SUFFIX := -shapes
+SHAPES_BACKBONE := --model.init_args.backbone.init_args
+DIT_ARGS := $(SHAPES_BACKBONE).patch_size=[1,2,2] $(SHAPES_BACKBONE).hidden_size=128 \
+	$(SHAPES_BACKBONE).depth=6 $(SHAPES_BACKBONE).num_heads=8 \
+	--data.init_args.batching.init_args.max_tokens=2048 --data.init_args.batching.init_args.rows=2 \
+	--trainer.callbacks.init_args.every_n_steps=4000
 endif
 # The VAE's held-out PSNR is flat from step 4000 to 5000 (25.9 dB both, session 6), so 4000 keeps the demo near 20 min.
 AE_STEPS ?= 4000

@@ -61,3 +61,19 @@ def test_quick_demo_is_short_and_variables_still_override(tmp_path):
     assert "--trainer.max_steps=300" in fit_line(quick, "dit-joint")
     long_factorised = dry_run(tmp_path, "DEMO=long", "DIT_STEPS=20000", "DIT_ATTENTION=factorised")
     assert "--trainer.max_steps=20000" in fit_line(long_factorised, "dit-factorised-long")
+
+
+def test_shapes_demo_trains_the_wider_dit_on_finer_tokens_beside_the_default(tmp_path):
+    output = dry_run(tmp_path, "DEMO=shapes")
+    dit = fit_line(output, "dit-joint-shapes")
+    # docs/dit.md, "Session 25": the recipe whose samples draw the captioned shape on video.
+    for override in (
+        "--trainer.max_steps=16000", "patch_size=[1,2,2]", "hidden_size=128", "depth=6", "num_heads=8",
+        "max_tokens=2048", "rows=2", "filename=dit-joint-shapes",
+    ):  # fmt: skip
+        assert override in dit
+    # It reuses the default run's VAE and latents, so the report sets it beside the tiny DiT.
+    assert fit_line(output, "autoencoder").count("--trainer.max_steps=4000") == 1
+    assert f"--data.init_args.latents={tmp_path}/latents" in dit
+    assert f"--out {tmp_path}/samples-joint-shapes" in output
+    assert "-long" not in output
