@@ -19,9 +19,9 @@ DEMO_DIR ?= runs/demo
 # about three quarters of the videos (0.72-0.75 over two runs), where the default's do in about a third, and
 # it draws triangles; neither tells squares from circles (docs/dit.md, "Session 20").
 # DEMO=shapes adds, the same way, the DiT that also draws the captioned shape: 128 wide x 6 deep, one token per
-# 2x2 latents (four times the default's tokens), 16000 steps of 2 rows of 2048 tokens, about 3 hours 10 minutes
-# more on 2 cores; most square prompts come out straight-sided, circle prompts round, triangle prompts pointed
-# (one seed, docs/dit.md, "Session 25").
+# 2x2 latents (four times the default's tokens), 16000 steps of 2 rows of 2048 tokens, about 3 hours 15 minutes
+# more on 2 cores; looked at, about two thirds of its samples have the captioned shape: square prompts
+# straight-sided, circle prompts round, triangle prompts pointed (one seed, docs/dit.md, "Session 25").
 ifeq ($(DEMO),quick)
 AE_STEPS ?= 200
 DIT_STEPS ?= 300
