@@ -69,7 +69,7 @@ def test_shapes_demo_trains_the_wider_dit_on_finer_tokens_beside_the_default(tmp
     # docs/dit.md, "Session 25": the recipe whose samples draw the captioned shape on video.
     for override in (
         "--trainer.max_steps=16000", "patch_size=[1,2,2]", "hidden_size=128", "depth=6", "num_heads=8",
-        "max_tokens=2048", "rows=2", "filename=dit-joint-shapes",
+        "max_tokens=2048", "rows=2", "filename=dit-joint-shapes", "every_n_steps=4000",
     ):  # fmt: skip
         assert override in dit
     # It reuses the default run's VAE and latents, so the report sets it beside the tiny DiT.
